@@ -1,0 +1,117 @@
+"""`emailrouter messages …` (the ledger) and `emailrouter ingest` (the mailgate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emailrouter.cli.context import CliError, load_runtime
+from emailrouter.cli.output import emit
+from emailrouter.clock import iso
+from emailrouter.ledger.models import Outcome
+from emailrouter.queues.messages import InboundMessage
+from emailrouter.queues.sender import inbound_message
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    messages = sub.add_parser("messages", help="messages and their outcomes")
+    msub = messages.add_subparsers(dest="action", required=True)
+    lst = msub.add_parser("list", help="list a tenant's messages")
+    lst.add_argument("--tenant", required=True)
+    lst.add_argument("--outcome", choices=[o.value for o in Outcome])
+    lst.add_argument("--since", help="only messages updated at or after this ISO time")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_list)
+    show = msub.add_parser("show", help="one message's ledger record")
+    show.add_argument("key")
+    show.add_argument("--tenant", required=True)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+    replay = msub.add_parser("replay", help="re-run a quarantined message from its kept raw MIME")
+    replay.add_argument("key")
+    replay.add_argument("--tenant", required=True)
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
+
+    ingest = sub.add_parser("ingest", help="put one raw RFC 822 message (file or stdin) into the pipeline")
+    ingest.add_argument("--tenant", required=True)
+    ingest.add_argument("--mailbox", required=True)
+    ingest.add_argument("file", nargs="?", default="-")
+    ingest.add_argument(
+        "--enqueue", action="store_true", help="queue it for deliver_inbound instead of delivering now"
+    )
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=cmd_ingest)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    outcome = Outcome(args.outcome) if args.outcome else None
+    rows = []
+    for record in runtime.ledger.list_messages(args.tenant, outcome):
+        if args.since and record.updated_at < args.since:
+            continue
+        rows.append(
+            {
+                "key": record.message_key,
+                "mailbox": record.mailbox_id,
+                "outcome": record.outcome.value if record.outcome else record.status,
+                "subject": record.subject[:50],
+                "reason": record.reason[:60],
+                "crm_email_id": record.crm_email_id or "",
+                "updated_at": record.updated_at,
+            }
+        )
+    rows.sort(key=lambda r: r["updated_at"])
+    emit(rows, args.json, ["key", "mailbox", "outcome", "subject", "reason", "updated_at"])
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    record = runtime.ledger.get(args.tenant, args.key)
+    if record is None:
+        raise CliError(f"tenant {args.tenant} has no message {args.key}")
+    emit(record.model_dump(mode="json"), args.json)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from emailrouter.routing.replay import replay_quarantined
+
+    runtime = load_runtime()
+    result = replay_quarantined(runtime, args.tenant, args.key)
+    emit({"key": result.message_key, "outcome": result.outcome.value, "reason": result.reason}, args.json)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    if not raw:
+        raise CliError("empty input: nothing to ingest")
+    tenant = runtime.tenants.get(args.tenant)
+    tenant.mailbox(args.mailbox)
+    ref = f"ingest-{iso()}"
+    message: InboundMessage = inbound_message(
+        tenant.tenant_id, args.mailbox, ref, raw, runtime.raw_store, runtime.settings.inline_max_bytes
+    )
+    if args.enqueue:
+        runtime.queue.send(runtime.settings.inbound_queue_url, tenant.tenant_id, [message])
+        emit({"result": "queued", "size": len(raw)}, args.json)
+        return 0
+    result = runtime.delivery.deliver(message, owner=f"ingest:{ref}")
+    data = {
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+        "crm_email_id": result.crm_email_id or "",
+        "key": result.message_key,
+    }
+    if args.json:
+        emit(data, True)
+    else:
+        print(
+            f"{result.outcome.value}: {result.reason or result.crm_email_id or ''} (key {result.message_key})".strip()
+        )
+    return 0 if result.outcome is not Outcome.QUARANTINED else 2

@@ -1,0 +1,43 @@
+"""Settings resolved once per cold start: explicit argument, then environment, then default."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    """Names of the deployed resources and the mode the code runs in.
+
+    Every Lambda function gets these as environment variables from template.yaml; the local
+    stack sets the same variables from the resources it created out of that template.
+    """
+
+    tenants_table: str = Field(default="emailrouter-tenants")
+    ledger_table: str = Field(default="emailrouter-ledger")
+    idempotency_table: str = Field(default="emailrouter-idempotency")
+    raw_mail_bucket: str = Field(default="emailrouter-raw-mail")
+    poll_jobs_queue_url: str = ""
+    inbound_queue_url: str = ""
+    outbound_queue_url: str = ""
+    local_mode: bool = False
+    inline_max_bytes: int = 192 * 1024
+    raw_mail_retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            key = name.upper()
+            if key in source:
+                values[name] = source[key]
+        return cls.model_validate(values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()

@@ -1,0 +1,164 @@
+"""Email activities in Dataverse: the deep-insert body for a tracked message, and reads by id.
+
+Assumption ([unconfirmed] in the fact sheet): statecode/statuscode are accepted on create, so a
+received email is created as Completed/Received in one request instead of POST then PATCH.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from emailrouter.crm.client import odata_literal
+from emailrouter.crm.errors import CrmConflictError
+from emailrouter.crm.parties import PartyMatch, party_bind
+
+if TYPE_CHECKING:
+    from emailrouter.crm.client import DataverseClient
+    from emailrouter.mime.models import Address, ParsedMessage
+
+SUBJECT_MAX = 800
+MESSAGEID_MAX = 320
+SENDER_MAX = 250
+TORECIPIENTS_MAX = 500
+ADDRESSUSED_MAX = 200
+
+# participationtypemask values
+SENDER, TO, CC, BCC = 1, 2, 3, 4
+# email statuses
+STATE_OPEN, STATE_COMPLETED = 0, 1
+STATUS_DRAFT, STATUS_SENT, STATUS_RECEIVED, STATUS_PENDING_SEND, STATUS_SENDING, STATUS_FAILED = (
+    1,
+    3,
+    4,
+    6,
+    7,
+    8,
+)
+NOTIFY_ATTACHMENTS_NOT_SAVED, NOTIFY_TRUNCATED = 1, 2
+
+_NAMESPACE = uuid.UUID("6f1c1a52-8a55-4a4e-9b55-2f8d7e0c3a10")
+
+
+def email_id_for(tenant_id: str, message_key: str) -> str:
+    """The activityid a tracked message gets: the same on every retry, so a retry cannot create twice."""
+    return str(uuid.uuid5(_NAMESPACE, f"{tenant_id}/{message_key}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Regarding:
+    logical_name: str
+    record_id: str
+    entity_set: str
+
+
+def _parties(
+    role: int, addresses: list[Address], resolved: dict[str, tuple[PartyMatch, ...]], first_only: bool
+) -> list[dict[str, Any]]:
+    parties: list[dict[str, Any]] = []
+    for address in addresses:
+        matches = resolved.get(address.email, ())
+        if first_only:
+            matches = matches[:1]
+        if not matches:
+            parties.append({"participationtypemask": role, "addressused": address.email[:ADDRESSUSED_MAX]})
+        for match in matches:
+            parties.append({"participationtypemask": role, "addressused": address.email, **party_bind(match)})
+    return parties
+
+
+def incoming_email_body(
+    email_id: str,
+    message: ParsedMessage,
+    resolved: dict[str, tuple[PartyMatch, ...]],
+    regarding: Regarding | None,
+    dropped_attachments: bool,
+) -> dict[str, Any]:
+    """The deep-insert body: email, its parties and attachments in one POST."""
+    subject = message.subject
+    notifications = 0
+    if len(subject) > SUBJECT_MAX:
+        subject = subject[:SUBJECT_MAX]
+        notifications = NOTIFY_TRUNCATED
+    if dropped_attachments:
+        notifications = NOTIFY_ATTACHMENTS_NOT_SAVED
+    parties: list[dict[str, Any]] = []
+    if message.sender is not None:
+        parties += _parties(SENDER, [message.sender], resolved, first_only=True)
+    parties += _parties(TO, message.to, resolved, first_only=False)
+    parties += _parties(CC, message.cc, resolved, first_only=False)
+    parties += _parties(BCC, message.bcc, resolved, first_only=False)
+    body: dict[str, Any] = {
+        "activityid": email_id,
+        "subject": subject,
+        "description": message.html_body,
+        "directioncode": False,
+        "statecode": STATE_COMPLETED,
+        "statuscode": STATUS_RECEIVED,
+        "sender": (message.sender.email if message.sender else "")[:SENDER_MAX],
+        "torecipients": ";".join(a.email for a in message.to)[:TORECIPIENTS_MAX],
+        "notifications": notifications,
+        "email_activity_parties": parties,
+    }
+    if message.message_id:
+        body["messageid"] = message.message_id[:MESSAGEID_MAX]
+    if message.headers.get("Thread-Index"):
+        body["conversationindex"] = message.headers["Thread-Index"]
+    if message.attachments:
+        body["email_activity_mime_attachment"] = [
+            {
+                "filename": attachment.filename[:255],
+                "mimetype": attachment.mimetype[:256],
+                "body": base64.b64encode(attachment.content).decode("ascii"),
+                "objecttypecode": "email",
+                **({"attachmentcontentid": attachment.content_id[:250]} if attachment.content_id else {}),
+            }
+            for attachment in message.attachments
+        ]
+    if regarding is not None:
+        nav = f"regardingobjectid_{regarding.logical_name}_email@odata.bind"
+        body[nav] = f"/{regarding.entity_set}({regarding.record_id})"
+    return body
+
+
+def create_incoming_email(crm: DataverseClient, body: dict[str, Any]) -> tuple[str, bool]:
+    """Create the email; returns (id, created). A 412 on our deterministic id means it exists."""
+    try:
+        return crm.create("emails", body), True
+    except CrmConflictError as conflict:
+        if conflict.code.lower() != "0x80040237":
+            raise
+        return str(body["activityid"]), False
+
+
+def find_by_message_ids(crm: DataverseClient, message_ids: list[str]) -> list[dict[str, Any]]:
+    """Emails whose `messageid` is one of `message_ids` (newest last), with their regarding record."""
+    if not message_ids:
+        return []
+    ors = " or ".join(f"messageid eq {odata_literal(m)}" for m in message_ids)
+    body = crm.get(
+        f"emails?$select=activityid,messageid,_regardingobjectid_value&$filter={ors}&$orderby=createdon asc",
+        headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
+    )
+    return list(body.get("value", []))
+
+
+SET_FOR = {
+    "account": "accounts",
+    "contact": "contacts",
+    "lead": "leads",
+    "incident": "incidents",
+    "opportunity": "opportunities",
+    "systemuser": "systemusers",
+    "queue": "queues",
+}
+
+
+def regarding_of(row: dict[str, Any]) -> Regarding | None:
+    record = row.get("_regardingobjectid_value")
+    logical = row.get("_regardingobjectid_value@Microsoft.Dynamics.CRM.lookuplogicalname")
+    if not record or not logical or logical not in SET_FOR:
+        return None
+    return Regarding(str(logical), str(record), SET_FOR[str(logical)])

@@ -1,0 +1,56 @@
+"""What the ledger records about each message, inbound and outbound."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class Outcome(StrEnum):
+    """Every inbound message ends with exactly one of these."""
+
+    CREATED = "created"
+    CORRELATED = "correlated"
+    DUPLICATE = "duplicate"
+    FILTERED = "filtered"
+    QUARANTINED = "quarantined"
+
+
+class InboundRecord(BaseModel):
+    tenant_id: str
+    message_key: str
+    status: str  # claimed | done
+    mailbox_id: str = ""
+    source_ref: str = ""
+    message_id: str | None = None
+    subject: str = ""
+    outcome: Outcome | None = None
+    reason: str = ""
+    crm_email_id: str | None = None
+    correlation: str | None = None
+    raw_s3_key: str | None = None
+    attempts: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+
+class OutboundState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # intent recorded: SES may or may not have accepted
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboundRecord(BaseModel):
+    tenant_id: str
+    email_id: str
+    state: OutboundState
+    attempts: int = 0
+    message_id: str | None = None
+    ses_message_id: str | None = None
+    ses_header_message_id: str | None = None
+    reason: str = ""
+    last_event: str | None = None
+    queued_at: str = ""
+    updated_at: str = ""

@@ -1,0 +1,396 @@
+"""The ledger table: one item per message per tenant; conditional writes make each step idempotent.
+
+Layout (pk / sk), all under the tenant's partition:
+  TENANT#<id> / MSG#<message_key>            inbound message: claim, outcome, CRM id
+  TENANT#<id> / SRC#<mailbox>#<source_ref>   which message a source ref carried; ack state
+  TENANT#<id> / OUT#<email_id>               outbound email: intent, SES ids, state
+The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists by outcome.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from emailrouter import aws
+from emailrouter.clock import epoch, iso
+from emailrouter.config import get_settings
+from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_SER = TypeSerializer()
+_DE = TypeDeserializer()
+RETENTION_SECONDS = 90 * 24 * 3600
+
+
+class ClaimBusyError(Exception):
+    """Another worker holds a live claim on this message: try again later."""
+
+
+def _pk(tenant_id: str) -> dict[str, str]:
+    return {"S": f"TENANT#{tenant_id}"}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: _DE.deserialize(value) for key, value in item.items()}
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: _SER.serialize(value) for key, value in values.items()}
+
+
+class Ledger:
+    def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
+        self._table = table_name or get_settings().ledger_table
+        self._ddb = client or aws.client("dynamodb")
+
+    # ---- inbound -----------------------------------------------------------------------
+    def claim(
+        self,
+        tenant_id: str,
+        message_key: str,
+        owner: str,
+        ttl_seconds: int,
+        attrs: dict[str, Any],
+    ) -> tuple[InboundRecord | None, InboundRecord | None]:
+        """Claim a message for processing.
+
+        Returns (claimed, finished): `claimed` is the record when this worker now owns it
+        (new, or a stale claim / our own earlier claim taken over); `finished` is the
+        existing record when the message already has an outcome. Raises ClaimBusyError when
+        another live worker owns it.
+        """
+        now = epoch()
+        names = {"#st": "status"}
+        values = {
+            ":claimed": "claimed",
+            ":owner": owner,
+            ":now": now,
+            ":expires": now + ttl_seconds,
+            ":zero": 0,
+            ":one": 1,
+            ":ts": iso(),
+            ":tenant": tenant_id,
+            ":ttl": now + RETENTION_SECONDS,
+        }
+        sets = [
+            "#st = :claimed",
+            "claim_owner = :owner",
+            "claim_expires = :expires",
+            "attempts = if_not_exists(attempts, :zero) + :one",
+            "created_at = if_not_exists(created_at, :ts)",
+            "updated_at = :ts",
+            "tenant_id = :tenant",
+            "expires_at = :ttl",
+        ]
+        for index, (key, value) in enumerate(attrs.items()):
+            if value is None:
+                continue
+            names[f"#a{index}"] = key
+            values[f":a{index}"] = value
+            sets.append(f"#a{index} = if_not_exists(#a{index}, :a{index})")
+        try:
+            response = self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR "
+                    "(#st = :claimed AND (claim_owner = :owner OR claim_expires < :now))"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_values(values),
+                ReturnValues="ALL_NEW",
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            existing = self.get(tenant_id, message_key)
+            if existing is not None and existing.status == "done":
+                return None, existing
+            raise ClaimBusyError(f"message {message_key} is being processed by another worker") from None
+        return self._inbound(response["Attributes"]), None
+
+    def complete(
+        self,
+        tenant_id: str,
+        message_key: str,
+        owner: str,
+        outcome: Outcome,
+        reason: str = "",
+        crm_email_id: str | None = None,
+        correlation: str | None = None,
+        raw_s3_key: str | None = None,
+    ) -> None:
+        """Record the outcome; only the claim's owner may, and only once."""
+        ts = iso()
+        values: dict[str, Any] = {
+            ":done": "done",
+            ":claimed": "claimed",
+            ":owner": owner,
+            ":outcome": outcome.value,
+            ":reason": reason,
+            ":ts": ts,
+            ":g1": f"TENANT#{tenant_id}#{outcome.value}",
+        }
+        sets = ["#st = :done", "outcome = :outcome", "reason = :reason", "updated_at = :ts"]
+        sets += ["gsi1pk = :g1", "gsi1sk = :ts"]
+        for name, value in (
+            ("crm_email_id", crm_email_id),
+            ("correlation", correlation),
+            ("raw_s3_key", raw_s3_key),
+        ):
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = value
+        self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            UpdateExpression="SET " + ", ".join(sets) + " REMOVE claim_owner, claim_expires",
+            ConditionExpression="#st = :claimed AND claim_owner = :owner",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=_values(values),
+        )
+
+    def reopen(self, tenant_id: str, message_key: str, owner: str, ttl_seconds: int) -> InboundRecord:
+        """Take a finished (quarantined) message back for a replay; the replay is itself claimed once."""
+        now = epoch()
+        response = self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            UpdateExpression="SET #st = :claimed, claim_owner = :owner, claim_expires = :exp, updated_at = :ts",
+            ConditionExpression="#st = :done AND outcome = :q",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=_values(
+                {
+                    ":claimed": "claimed",
+                    ":owner": owner,
+                    ":exp": now + ttl_seconds,
+                    ":ts": iso(),
+                    ":done": "done",
+                    ":q": Outcome.QUARANTINED.value,
+                }
+            ),
+            ReturnValues="ALL_NEW",
+        )
+        return self._inbound(response["Attributes"])
+
+    def get(self, tenant_id: str, message_key: str) -> InboundRecord | None:
+        item = self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return self._inbound(item) if item else None
+
+    def list_messages(self, tenant_id: str, outcome: Outcome | None = None) -> Iterator[InboundRecord]:
+        paginator = self._ddb.get_paginator("query")
+        if outcome is None:
+            pages = paginator.paginate(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :msg)",
+                ExpressionAttributeValues={":pk": _pk(tenant_id), ":msg": {"S": "MSG#"}},
+            )
+        else:
+            pages = paginator.paginate(
+                TableName=self._table,
+                IndexName="by_outcome",
+                KeyConditionExpression="gsi1pk = :g",
+                ExpressionAttributeValues={":g": {"S": f"TENANT#{tenant_id}#{outcome.value}"}},
+            )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield self._inbound(item)
+
+    @staticmethod
+    def _inbound(item: dict[str, Any]) -> InboundRecord:
+        data = _plain(item)
+        data["message_key"] = data["sk"].removeprefix("MSG#")
+        data["attempts"] = int(data.get("attempts", 0))
+        fields = InboundRecord.model_fields
+        return InboundRecord.model_validate({k: v for k, v in data.items() if k in fields})
+
+    # ---- source acknowledgement ------------------------------------------------------------
+    def record_source(
+        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+    ) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_values(
+                {
+                    "pk": f"TENANT#{tenant_id}",
+                    "sk": f"SRC#{mailbox_id}#{source_ref}",
+                    "tenant_id": tenant_id,
+                    "message_key": message_key,
+                    "ack_pending": ack_needed,
+                    "updated_at": iso(),
+                    "expires_at": epoch() + RETENTION_SECONDS,
+                }
+            ),
+        )
+
+    def pending_acks(self, tenant_id: str, mailbox_id: str) -> list[str]:
+        """Source refs processed to an outcome but not yet deleted at the source."""
+        paginator = self._ddb.get_paginator("query")
+        refs: list[str] = []
+        prefix = f"SRC#{mailbox_id}#"
+        for page in paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            FilterExpression="ack_pending = :t",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}, ":t": {"BOOL": True}},
+        ):
+            refs += [item["sk"]["S"].removeprefix(prefix) for item in page.get("Items", [])]
+        return refs
+
+    def acknowledged(self, tenant_id: str, mailbox_id: str, source_refs: list[str]) -> None:
+        for ref in source_refs:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"SRC#{mailbox_id}#{ref}"}},
+                UpdateExpression="SET ack_pending = :f, acked_at = :ts",
+                ExpressionAttributeValues=_values({":f": False, ":ts": iso()}),
+            )
+
+    # ---- outbound ----------------------------------------------------------------------
+    def _out_key(self, tenant_id: str, email_id: str) -> dict[str, Any]:
+        return {"pk": _pk(tenant_id), "sk": {"S": f"OUT#{email_id}"}}
+
+    def get_outbound(self, tenant_id: str, email_id: str) -> OutboundRecord | None:
+        item = self._ddb.get_item(
+            TableName=self._table, Key=self._out_key(tenant_id, email_id), ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        data = _plain(item)
+        data["attempts"] = int(data.get("attempts", 0))
+        return OutboundRecord.model_validate(
+            {k: v for k, v in data.items() if k in OutboundRecord.model_fields}
+        )
+
+    def enqueue_outbound(self, tenant_id: str, email_id: str, requeue_after_seconds: int) -> bool:
+        """Record that a send job exists; False when one is already queued (no duplicate jobs)."""
+        now = epoch()
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression=(
+                    "SET #s = :queued, queued_epoch = :now, queued_at = :ts, updated_at = :ts, "
+                    "tenant_id = :tenant, email_id = :email, expires_at = :ttl"
+                ),
+                ConditionExpression="attribute_not_exists(pk) OR (#s = :queued AND queued_epoch < :stale)",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values(
+                    {
+                        ":queued": OutboundState.QUEUED.value,
+                        ":now": now,
+                        ":stale": now - requeue_after_seconds,
+                        ":ts": iso(),
+                        ":tenant": tenant_id,
+                        ":email": email_id,
+                        ":ttl": now + RETENTION_SECONDS,
+                    }
+                ),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def begin_send(self, tenant_id: str, email_id: str, message_id: str) -> bool:
+        """Record the intent to send, before calling SES. False when a send was already begun."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression=(
+                    "SET #s = :sending, message_id = :mid, intent_at = :ts, updated_at = :ts, "
+                    "attempts = if_not_exists(attempts, :zero) + :one, tenant_id = :tenant, email_id = :email"
+                ),
+                ConditionExpression="attribute_not_exists(pk) OR #s = :queued",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values(
+                    {
+                        ":sending": OutboundState.SENDING.value,
+                        ":queued": OutboundState.QUEUED.value,
+                        ":mid": message_id,
+                        ":ts": iso(),
+                        ":zero": 0,
+                        ":one": 1,
+                        ":tenant": tenant_id,
+                        ":email": email_id,
+                    }
+                ),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _transition(
+        self, tenant_id: str, email_id: str, to: OutboundState, allowed: list[OutboundState], **attrs: Any
+    ) -> bool:
+        names = {"#s": "state"}
+        values: dict[str, Any] = {":to": to.value, ":ts": iso()}
+        sets = ["#s = :to", "updated_at = :ts"]
+        for index, (key, value) in enumerate(attrs.items()):
+            names[f"#k{index}"] = key
+            values[f":k{index}"] = value
+            sets.append(f"#k{index} = :k{index}")
+        allowed_keys = []
+        for index, state in enumerate(allowed):
+            values[f":from{index}"] = state.value
+            allowed_keys.append(f":from{index}")
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"#s IN ({', '.join(allowed_keys)})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_values(values),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def record_sent(
+        self, tenant_id: str, email_id: str, ses_message_id: str, ses_header_message_id: str
+    ) -> bool:
+        return self._transition(
+            tenant_id,
+            email_id,
+            OutboundState.SENT,
+            [OutboundState.SENDING],
+            ses_message_id=ses_message_id,
+            ses_header_message_id=ses_header_message_id,
+        )
+
+    def release_send(self, tenant_id: str, email_id: str, reason: str) -> bool:
+        """SES refused for now (throttled, or nothing sent): back to queued for a later retry."""
+        return self._transition(
+            tenant_id, email_id, OutboundState.QUEUED, [OutboundState.SENDING], reason=reason
+        )
+
+    def record_failed(self, tenant_id: str, email_id: str, reason: str) -> bool:
+        return self._transition(
+            tenant_id,
+            email_id,
+            OutboundState.FAILED,
+            [OutboundState.QUEUED, OutboundState.SENDING],
+            reason=reason,
+        )
+
+    def record_event(self, tenant_id: str, email_id: str, event: str, detail: str) -> bool:
+        """Attach an SES event to an outbound record; False when the router has no such record."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET last_event = :e, event_detail = :d, updated_at = :ts",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_values({":e": event, ":d": detail, ":ts": iso()}),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True

@@ -1,0 +1,353 @@
+"""Walk the MIME tree: choose the message body, collect the attachments.
+
+Body rules: in multipart/alternative the HTML branch gives `html_body` and the
+plain branch `text_body`; elsewhere every inline text part without a filename
+is body (Apple Mail splits one body around inline images). Plain text becomes
+escaped HTML when there is no HTML. Everything else is an attachment, named
+from its headers or generated (`attachment-3.png`, `invite.ics`, `smime.p7s`,
+`<subject>.eml` for forwarded messages).
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.generator import BytesGenerator
+from email.message import Message
+from email.parser import BytesParser
+from typing import Literal
+
+from emailrouter.mime.charsets import decode_text
+from emailrouter.mime.defects import DefectLog
+from emailrouter.mime.headers import RawHeaders, clean_line, decode_8bit, decode_unstructured, header_bytes
+from emailrouter.mime.html_text import html_to_text, plain_to_html
+from emailrouter.mime.models import Attachment
+from emailrouter.mime.params import ContentHeader, mime_type, parse_content_header
+from emailrouter.mime.transfer import decode_transfer
+
+MAX_DEPTH = 50
+MAX_FILENAME = 255
+
+# Which body branches a subtree may contribute to: multipart/alternative narrows it.
+Role = Literal["all", "html", "text", "none"]
+
+_KNOWN_NAMES = {
+    "text/calendar": "invite.ics",
+    "application/ics": "invite.ics",
+    "application/pkcs7-signature": "smime.p7s",
+    "application/x-pkcs7-signature": "smime.p7s",
+    "application/pkcs7-mime": "smime.p7m",
+    "application/x-pkcs7-mime": "smime.p7m",
+}
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "text/plain": ".txt",
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+    "text/rfc822-headers": ".txt",
+    "application/octet-stream": ".bin",
+}
+# Built-in table only: /etc/mime.types differs between machines, names must not.
+_MIMETYPES = mimetypes.MimeTypes()
+_BODY_SUBTYPES = frozenset({"plain", "html"})
+_UNSAFE_IN_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+_HTML_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_BOUNDARY_LINE = re.compile(rb"^--([^\s\"\\]{1,200})[ \t]*\r?$", re.MULTILINE)
+_LINE_ENDINGS = re.compile(r"\r\n|\r")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _narrow(role: Role, branch: Role) -> Role:
+    if role == "all":
+        return branch
+    return role if role == branch else "none"
+
+
+def _raw_payload(part: Message) -> object:
+    """The payload as the parser stored it.
+
+    `get_payload()` would decode 8-bit bytes with the declared charset, which
+    consults the policy's header parser and raises on hostile labels (a NUL in
+    the charset name). The stored payload keeps 8-bit bytes as surrogate escapes.
+    """
+    return getattr(part, "_payload", None)
+
+
+def _children(part: Message) -> list[Message] | None:
+    """The sub-parts of a multipart or message/* part; None for a leaf."""
+    payload = _raw_payload(part)
+    if not isinstance(payload, list):
+        return None
+    return [child for child in payload if isinstance(child, Message)]
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The part's body exactly as it came, before transfer decoding."""
+    payload = _raw_payload(part)
+    if isinstance(payload, bytes):
+        return payload
+    return header_bytes(payload) if isinstance(payload, str) else b""
+
+
+def _clean_body_text(text: str) -> str:
+    """Body text with `\\n` line endings and no NUL/control chars a JSON or XML store rejects."""
+    text = _LINE_ENDINGS.sub("\n", text)
+    return _TEXT_CONTROL.sub("", text.removeprefix("\ufeff"))
+
+
+def safe_filename(name: str) -> str:
+    """A filename without path, control or reserved characters; may be empty."""
+    name = re.split(r"[/\\]", name)[-1]
+    name = clean_line(_UNSAFE_IN_NAME.sub("_", name)).strip(" .")
+    if len(name) > MAX_FILENAME:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 16:
+            name = stem[: MAX_FILENAME - len(extension) - 1] + "." + extension
+        else:
+            name = name[:MAX_FILENAME]
+    return name
+
+
+@dataclass(slots=True)
+class _PartInfo:
+    """What the walker needs from one part's headers."""
+
+    mimetype: str
+    content_type: ContentHeader
+    disposition: ContentHeader
+    transfer_encoding: str
+    content_id: str | None
+    filename: str
+
+    @property
+    def maintype(self) -> str:
+        return self.mimetype.split("/", 1)[0]
+
+    @property
+    def subtype(self) -> str:
+        return self.mimetype.split("/", 1)[-1]
+
+    @property
+    def is_body_candidate(self) -> bool:
+        return (
+            self.maintype == "text"
+            and self.subtype in _BODY_SUBTYPES
+            and not self.filename
+            and self.disposition.value != "attachment"
+        )
+
+
+def _part_info(part: Message, default_type: str, defects: DefectLog) -> _PartInfo:
+    headers = RawHeaders.of(part)
+    content_type = parse_content_header(headers.first("content-type"), "Content-Type", defects)
+    disposition = parse_content_header(headers.first("content-disposition"), "Content-Disposition", defects)
+    raw_cid = headers.first("content-id")
+    content_id = None
+    if raw_cid is not None:
+        content_id = re.sub(r"[\s<>]", "", decode_8bit(raw_cid, "Content-ID", defects)) or None
+    filename = disposition.params.get("filename") or content_type.params.get("name") or ""
+    return _PartInfo(
+        mimetype=mime_type(content_type, defects, default_type),
+        content_type=content_type,
+        disposition=disposition,
+        transfer_encoding=decode_8bit(
+            headers.first("content-transfer-encoding") or "", "Content-Transfer-Encoding", defects
+        ),
+        content_id=content_id,
+        filename=safe_filename(filename),
+    )
+
+
+def _message_bytes(part: Message, linesep: str) -> bytes:
+    """An attached message/* part serialised back to bytes (headers as they came)."""
+    buffer = io.BytesIO()
+    generator = BytesGenerator(buffer, mangle_from_=False, policy=policy.compat32)
+    for inner in _children(part) or []:
+        generator.flatten(inner, linesep=linesep)
+    return buffer.getvalue()
+
+
+@dataclass(slots=True)
+class BodyParts:
+    """The result of walking a message: body pieces and attachments, in source order."""
+
+    html_parts: list[str] = field(default_factory=list)
+    text_parts: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @property
+    def html_body(self) -> str:
+        return "".join(self.html_parts)
+
+    @property
+    def text_body(self) -> str:
+        if self.text_parts:
+            return "\n".join(self.text_parts)
+        return html_to_text(self.html_body) if self.html_parts else ""
+
+
+class BodyWalker:
+    """Depth-bounded walk of a parsed message that fills a `BodyParts`."""
+
+    def __init__(
+        self, defects: DefectLog, max_attachment_bytes: int | None = None, linesep: str = "\r\n"
+    ) -> None:
+        self._defects = defects
+        self._linesep = linesep  # for re-serialising attached messages as the source wrote them
+        self._max_attachment_bytes = max_attachment_bytes
+        self._generated = 0
+        self.result = BodyParts()
+
+    def walk(
+        self, part: Message, depth: int = 0, role: Role = "all", default_type: str = "text/plain"
+    ) -> None:
+        """Visit `part` and its children; `role` says which body branches it may fill."""
+        if depth > MAX_DEPTH:
+            self._defects.add("nesting-too-deep", MAX_DEPTH)
+            return
+        for defect in getattr(part, "defects", ()):
+            self._defects.add("mime-" + _kebab(type(defect).__name__))
+        info = _part_info(part, default_type, self._defects)
+        children = _children(part)
+        if children is not None:
+            if info.maintype == "message":
+                self._attach_message(part, info)
+            elif info.subtype == "alternative":
+                self._walk_alternative(children, depth + 1, role)
+            else:
+                child_default = "message/rfc822" if info.mimetype == "multipart/digest" else "text/plain"
+                for child in children:
+                    self.walk(child, depth + 1, role, child_default)
+            return
+        if info.maintype == "multipart":
+            self._recover_multipart(part, info, depth, role)
+            return
+        unused_rendering = info.maintype == "text" and info.mimetype not in _KNOWN_NAMES
+        if role == "none" and unused_rendering and not info.filename:
+            return  # an alternative rendering of the body we did not choose (text/enriched, …)
+        content = decode_transfer(_payload_bytes(part), info.transfer_encoding, self._defects)
+        if info.is_body_candidate:
+            self._add_body(content, info, role)
+        else:
+            self._attach(content, info)
+
+    def _walk_alternative(self, children: list[Message], depth: int, role: Role) -> None:
+        html_index = _last_index(children, "html")
+        text_index = _last_index(children, "plain")
+        for index, child in enumerate(children):
+            child_role: Role = "none"
+            if index == html_index:
+                child_role = role if text_index in (None, index) else _narrow(role, "html")
+            elif index == text_index:
+                child_role = role if html_index is None else _narrow(role, "text")
+            self.walk(child, depth, child_role)
+
+    def _recover_multipart(self, part: Message, info: _PartInfo, depth: int, role: Role) -> None:
+        """A multipart whose boundary is missing or wrong: find the boundary in the body."""
+        self._defects.add("multipart-boundary-missing")
+        body = _payload_bytes(part)
+        found = _BOUNDARY_LINE.search(body)
+        if found and depth < MAX_DEPTH:
+            boundary = found.group(1).removesuffix(b"--")
+            head = b'Content-Type: %s; boundary="%s"\r\n\r\n' % (info.mimetype.encode("ascii"), boundary)
+            try:
+                repaired = BytesParser(policy=policy.default).parsebytes(head + body)
+            except Exception:  # fall through to treating the body as text
+                repaired = None
+            if repaired is not None and _children(repaired) is not None:
+                self._defects.add("multipart-boundary-recovered")
+                self.walk(repaired, depth + 1, role)
+                return
+        plain = _PartInfo("text/plain", info.content_type, info.disposition, info.transfer_encoding, None, "")
+        self._add_body(decode_transfer(body, info.transfer_encoding, self._defects), plain, role)
+
+    def _add_body(self, content: bytes, info: _PartInfo, role: Role) -> None:
+        charset = info.content_type.params.get("charset")
+        if info.subtype == "html" and not charset:
+            sniffed = _HTML_META_CHARSET.search(content[:4096])
+            charset = sniffed.group(1).decode("ascii") if sniffed else None
+        text = _clean_body_text(decode_text(content, charset, self._defects, "body")).rstrip()
+        if info.subtype == "html":
+            if role in ("all", "html"):
+                self.result.html_parts.append(text)
+            return
+        if role in ("all", "text"):
+            self.result.text_parts.append(text)
+        if role in ("all", "html"):
+            self.result.html_parts.append(plain_to_html(text))
+
+    def _generated_name(self, mimetype: str) -> str:
+        if mimetype in _KNOWN_NAMES:
+            return _KNOWN_NAMES[mimetype]
+        self._generated += 1
+        extension = _EXTENSIONS.get(mimetype) or _MIMETYPES.guess_extension(mimetype) or ".bin"
+        return f"attachment-{self._generated}{extension}"
+
+    def _attach_message(self, part: Message, info: _PartInfo) -> None:
+        try:
+            content = _message_bytes(part, self._linesep)
+        except Exception:  # a hostile attached message must not sink its parent
+            self._defects.add("attached-message-unreadable")
+            content = _payload_bytes(part)
+        if not info.filename and info.subtype in ("rfc822", "global"):
+            inner = _children(part)
+            subject = ""
+            if inner:
+                raw_subject = RawHeaders.of(inner[0]).first("subject")
+                subject = decode_unstructured(raw_subject or "", "Subject", self._defects)
+            stem = safe_filename(_UNSAFE_IN_NAME.sub("_", subject))[: MAX_FILENAME - 4]
+            info.filename = f"{stem}.eml" if stem else ""
+        self._attach(content, info)
+
+    def _attach(self, content: bytes, info: _PartInfo) -> None:
+        filename = info.filename or self._generated_name(info.mimetype)
+        limit = self._max_attachment_bytes
+        if limit is not None and len(content) > limit:
+            self._defects.add("attachment-too-large", filename, len(content))
+            return
+        inline = info.disposition.value == "inline" or (
+            not info.disposition.value and info.content_id is not None
+        )
+        self.result.attachments.append(
+            Attachment(
+                filename=filename,
+                mimetype=info.mimetype,
+                content=content,
+                content_id=info.content_id,
+                inline=inline,
+            )
+        )
+
+
+def _kebab(name: str) -> str:
+    """`CloseBoundaryNotFoundDefect` → `close-boundary-not-found`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name.removesuffix("Defect")).lower()
+
+
+def _last_index(children: list[Message], subtype: str) -> int | None:
+    """Index of the last child whose subtree holds a text/<subtype> body part."""
+    for index in range(len(children) - 1, -1, -1):
+        if _holds_body(children[index], subtype):
+            return index
+    return None
+
+
+def _holds_body(part: Message, subtype: str) -> bool:
+    """Whether `part` is, or contains within MAX_DEPTH levels, a text/<subtype> body candidate."""
+    scratch = DefectLog()  # the real walk records these parts' defects
+    stack: list[tuple[Message, int]] = [(part, 0)]
+    while stack:
+        current, depth = stack.pop()
+        info = _part_info(current, "text/plain", scratch)
+        children = _children(current)
+        if children is not None:
+            if info.maintype != "message" and depth < MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in children)
+        elif info.is_body_candidate and info.subtype == subtype:
+            return True
+    return False

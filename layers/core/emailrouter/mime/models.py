@@ -1,0 +1,45 @@
+"""The parsed form of an incoming message, as the rest of the pipeline sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One mailbox from an address header: `email` is lower-cased and stripped."""
+
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    mimetype: str
+    content: bytes
+    content_id: str | None = None  # without angle brackets
+    inline: bool = False
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    """What deliver_inbound needs from a raw message. Built by `mime.parse.parse_message`."""
+
+    message_id: str | None  # with angle brackets, as in the header; None when absent
+    subject: str
+    sender: Address | None
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    reply_to: list[Address] = field(default_factory=list)
+    date: str | None = None  # ISO 8601 UTC, None when absent or unparseable
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    html_body: str = ""  # safe HTML for the CRM description (plain text is converted)
+    text_body: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # selected headers, decoded, first value
+    defects: list[str] = field(default_factory=list)  # what the parser had to repair
+    size: int = 0
+    fingerprint: str = ""  # stable hash of headers and body; identifies messages without Message-ID

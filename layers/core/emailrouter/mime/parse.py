@@ -1,0 +1,185 @@
+"""Raw RFC 5322 / MIME bytes → `ParsedMessage`.
+
+`parse_message` is the only entry point. It never raises for mail that is
+merely broken: it repairs what it can and lists each repair in `defects`
+(codes in docs of `emailrouter.mime`). Input that is not mail at all (empty,
+not bytes, no header block) raises `MalformedMessageError`.
+"""
+
+from __future__ import annotations
+
+import re
+from email import policy
+from email.parser import BytesParser
+from typing import TYPE_CHECKING
+
+from emailrouter.mime.addresses import parse_address_list
+from emailrouter.mime.bodies import BodyWalker
+from emailrouter.mime.defects import DefectLog
+from emailrouter.mime.errors import MalformedMessageError
+from emailrouter.mime.fingerprint import message_fingerprint
+from emailrouter.mime.headers import (
+    RawHeaders,
+    decode_unstructured,
+    parse_date,
+    parse_message_id,
+    parse_references,
+)
+from emailrouter.mime.models import ParsedMessage
+
+if TYPE_CHECKING:
+    from email.message import Message
+
+    from emailrouter.mime.models import Address
+
+# Headers kept in `ParsedMessage.headers`, decoded, first value only.
+SELECTED_HEADERS = (
+    "Thread-Index",
+    "Thread-Topic",
+    "Auto-Submitted",
+    "X-Auto-Response-Suppress",
+    "Precedence",
+    "List-Id",
+    "X-Loop",
+    "X-EmailRouter-Id",
+    "X-Mailer",
+    "Return-Path",
+    "Content-Type",
+)
+_SINGLE_HEADERS = ("From", "Subject", "Date", "Message-ID", "In-Reply-To", "Sender")
+_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
+_MAX_LEADING_LINES = 200
+
+
+def _header_block_start(data: bytes, defects: DefectLog) -> int:
+    """Offset where the header block begins; raises when there is none.
+
+    Tolerated before it: blank lines, an mbox `From ` envelope line, and a few
+    lines of garbage (each with a defect) as long as a `Name: value` line follows
+    before the first blank line.
+    """
+    skipped: str | None = None
+    for number, match in enumerate(_LINE.finditer(data)):
+        line = match.group()
+        if not line or number > _MAX_LEADING_LINES:
+            break
+        content = line.rstrip(b"\r\n")
+        if _HEADER_LINE.match(content):
+            if skipped:
+                defects.add(skipped)
+            return match.start()
+        if not content.strip():
+            if skipped == "leading-garbage":
+                break  # a blank line after non-header lines: there was never a header block
+            skipped = skipped or "leading-blank-lines"
+        elif number == 0 and content.startswith(b"From "):
+            defects.add("mbox-from-line")
+        else:
+            skipped = "leading-garbage"
+    raise MalformedMessageError("no header block (no 'Name: value' line before the body)")
+
+
+def _parse_structure(data: bytes, defects: DefectLog) -> tuple[Message, bool]:
+    """The email package's tree; falls back to headers only when the body defeats the parser."""
+    for parser_policy in (policy.default, policy.compat32):
+        try:
+            return BytesParser(policy=parser_policy).parsebytes(data), True
+        except RecursionError:
+            defects.add("nesting-too-deep", "parser")
+            break
+        except Exception:  # try the next, more forgiving policy
+            defects.add("parser-fallback", parser_policy.__class__.__name__)
+            continue
+    try:
+        return BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
+    except Exception as error:
+        raise MalformedMessageError(f"unreadable header block: {type(error).__name__}") from error
+
+
+def _selected_headers(headers: RawHeaders, defects: DefectLog) -> dict[str, str]:
+    selected: dict[str, str] = {}
+    for name in SELECTED_HEADERS:
+        raw = headers.first(name)
+        if raw is not None:
+            selected[name] = decode_unstructured(raw, name, defects)
+    return selected
+
+
+def _sender(headers: RawHeaders, defects: DefectLog) -> Address | None:
+    """The first From mailbox; the Sender header when From is missing or unusable."""
+    if not headers.all("from"):
+        defects.add("from-missing")
+    for name in ("From", "Sender"):
+        found = parse_address_list(headers.all(name), name, defects)
+        if found:
+            if name == "Sender":
+                defects.add("from-replaced-by-sender")
+            return found[0]
+    return None
+
+
+def _as_bytes(raw: object) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, bytearray | memoryview):
+        return bytes(raw)
+    raise MalformedMessageError(f"expected the message as bytes, got {type(raw).__name__}")
+
+
+def parse_message(raw: bytes, *, max_attachment_bytes: int | None = None) -> ParsedMessage:
+    """Parse one raw message into what the pipeline needs.
+
+    `max_attachment_bytes` drops larger attachments, each with a defect
+    `attachment-too-large:<filename>:<size>`.
+
+    >>> parsed = parse_message(b"From: Ann <ANN@example.com>\\r\\nSubject: Hi\\r\\n\\r\\nHello")
+    >>> parsed.sender, parsed.subject, parsed.html_body
+    (Address(email='ann@example.com', name='Ann'), 'Hi', '<div>Hello</div>')
+    """
+    data = _as_bytes(raw)
+    if not data.strip():
+        raise MalformedMessageError("empty message")
+    defects = DefectLog()
+    start = _header_block_start(data, defects)
+    message, has_structure = _parse_structure(data[start:], defects)
+    headers = RawHeaders.of(message)
+
+    for name in _SINGLE_HEADERS:
+        if len(headers.all(name)) > 1:
+            defects.add("header-duplicate", name)
+    if headers.first("content-type") is not None and headers.first("mime-version") is None:
+        defects.add("mime-version-missing")
+
+    linesep = "\r\n" if b"\r\n" in data[start : start + 8192] else "\n"
+    walker = BodyWalker(defects, max_attachment_bytes, linesep)
+    if has_structure:
+        walker.walk(message)
+    raw_subject = headers.first("subject")
+    parsed = ParsedMessage(
+        message_id=parse_message_id(headers.first("message-id"), "Message-ID", defects),
+        subject=decode_unstructured(raw_subject, "Subject", defects) if raw_subject is not None else "",
+        sender=_sender(headers, defects),
+        to=parse_address_list(headers.all("to"), "To", defects),
+        cc=parse_address_list(headers.all("cc"), "Cc", defects),
+        bcc=parse_address_list(headers.all("bcc"), "Bcc", defects),
+        reply_to=parse_address_list(headers.all("reply-to"), "Reply-To", defects),
+        date=parse_date(headers.first("date"), defects),
+        in_reply_to=parse_message_id(headers.first("in-reply-to"), "In-Reply-To", defects),
+        references=parse_references(headers.all("references"), defects),
+        html_body=walker.result.html_body,
+        text_body=walker.result.text_body,
+        attachments=walker.result.attachments,
+        headers=_selected_headers(headers, defects),
+        size=len(data),
+    )
+    parsed.defects = defects.as_list()
+    parsed.fingerprint = message_fingerprint(
+        sender=parsed.sender,
+        to=parsed.to,
+        cc=parsed.cc,
+        date=parsed.date,
+        subject=parsed.subject,
+        body_text=parsed.text_body,
+    )
+    return parsed

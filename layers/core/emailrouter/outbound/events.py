@@ -1,0 +1,72 @@
+"""SES event notifications (through SNS) applied to the ledger and the CRM email."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from emailrouter.crm.emails import STATE_OPEN, STATUS_FAILED
+
+if TYPE_CHECKING:
+    from emailrouter.crm.connections import CrmConnections
+    from emailrouter.ledger.store import Ledger
+    from emailrouter.tenancy.store import TenantStore
+
+HEADER = "X-EmailRouter-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class SesEvent:
+    event_type: str  # Send, Delivery, Bounce, Complaint, Reject, DeliveryDelay, ...
+    ses_message_id: str
+    tenant_id: str | None
+    email_id: str | None
+    detail: str
+    permanent_failure: bool
+
+
+def parse_ses_event(body: str) -> SesEvent:
+    """Accepts the SES event JSON, or an SNS envelope around it (`Message`)."""
+    data: dict[str, Any] = json.loads(body)
+    if "Message" in data and "Type" in data:
+        data = json.loads(data["Message"])
+    event_type = str(data.get("eventType") or data.get("notificationType") or "Unknown")
+    mail = data.get("mail") or {}
+    tags = mail.get("tags") or {}
+    tenant_id = (tags.get("tenant_id") or [None])[0]
+    email_id = (tags.get("email_id") or [None])[0]
+    if not (tenant_id and email_id):
+        for header in mail.get("headers") or []:
+            if str(header.get("name", "")).lower() == HEADER.lower() and "/" in str(header.get("value", "")):
+                tenant_id, email_id = str(header["value"]).split("/", 1)
+    detail, permanent = event_type, False
+    if event_type == "Bounce":
+        bounce = data.get("bounce") or {}
+        permanent = bounce.get("bounceType") == "Permanent"
+        recipients = [
+            r.get("diagnosticCode") or r.get("emailAddress", "") for r in bounce.get("bouncedRecipients", [])
+        ]
+        detail = (
+            f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}: {'; '.join(map(str, recipients))}"
+        )
+    elif event_type == "Complaint":
+        detail = f"complaint: {(data.get('complaint') or {}).get('complaintFeedbackType', 'unspecified')}"
+    elif event_type == "Reject":
+        permanent = True
+        detail = f"rejected: {(data.get('reject') or {}).get('reason', '')}"
+    return SesEvent(event_type, str(mail.get("messageId", "")), tenant_id, email_id, detail[:500], permanent)
+
+
+def apply_ses_event(event: SesEvent, tenants: TenantStore, ledger: Ledger, crm: CrmConnections) -> str:
+    """Record the event; a permanent bounce or a reject marks the CRM email Failed. Returns what was done."""
+    if not (event.tenant_id and event.email_id):
+        return "ignored: not sent by the router"
+    if not ledger.record_event(event.tenant_id, event.email_id, event.event_type, event.detail):
+        return "ignored: no outbound record for this email"
+    if not event.permanent_failure:
+        return f"recorded {event.event_type}"
+    tenant = tenants.get(event.tenant_id)
+    client = crm.for_tenant(tenant).client
+    client.update("emails", event.email_id, {"statecode": STATE_OPEN, "statuscode": STATUS_FAILED})
+    return f"marked failed: {event.detail}"

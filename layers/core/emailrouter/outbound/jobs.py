@@ -1,0 +1,56 @@
+"""Outbound steps as the functions call them: dispatch per tenant, send one, apply an SES event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
+from emailrouter.crm.errors import CrmError
+from emailrouter.observability import logger
+from emailrouter.outbound.dispatch import DispatchResult, dispatch_tenant
+from emailrouter.outbound.events import apply_ses_event, parse_ses_event
+
+if TYPE_CHECKING:
+    from emailrouter.outbound.events import SesEvent
+    from emailrouter.outbound.send import SendResult
+    from emailrouter.queues.messages import OutboundJob
+    from emailrouter.runtime import Runtime
+
+
+@dataclass
+class TenantDispatch(DispatchResult):
+    error: str = ""
+
+
+def dispatch_all_tenants(runtime: Runtime) -> list[TenantDispatch]:
+    """A tenant whose CRM is unreachable is reported and skipped; the others still dispatch."""
+    results: list[TenantDispatch] = []
+    for tenant in runtime.tenants.all():
+        try:
+            found = dispatch_tenant(
+                tenant, runtime.crm, runtime.ledger, runtime.queue, runtime.settings.outbound_queue_url
+            )
+            results.append(TenantDispatch(found.tenant_id, found.found, found.enqueued))
+        except CrmError as error:
+            logger.warning("outbound dispatch failed", tenant_id=tenant.tenant_id, reason=str(error))
+            results.append(TenantDispatch(tenant.tenant_id, error=str(error)))
+    return results
+
+
+def send_one(runtime: Runtime, job: OutboundJob) -> SendResult:
+    return runtime.outbound.send(runtime.tenants.get(job.tenant_id), job.email_id)
+
+
+def handle_ses_event(runtime: Runtime, body: str) -> tuple[SesEvent, str]:
+    """Apply each SES event once, keyed on SES's message id and the event type and time."""
+    event = parse_ses_event(body)
+    kit = runtime.idempotency
+
+    @idempotent_function(data_keyword_argument="key", persistence_store=kit.persistence, config=kit.config)
+    def _apply(key: dict[str, Any]) -> str:
+        return apply_ses_event(event, runtime.tenants, runtime.ledger, runtime.crm)
+
+    outcome = _apply(key={"ses": event.ses_message_id, "type": event.event_type, "detail": event.detail})
+    return event, outcome

@@ -1,0 +1,41 @@
+"""Bodies of the messages on our queues. Each carries tenant_id and is validated on receipt."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PollJob(BaseModel):
+    """Poll one mailbox now. Sent by dispatch each minute (MessageGroupId = tenant)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str
+    mailbox_id: str
+    job_id: str  # tenant/mailbox/slot: the idempotency key of this poll
+    scheduled_at: str
+
+
+class InboundMessage(BaseModel):
+    """One raw message handed off by a poller: inline when small, else a claim check in S3."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str
+    mailbox_id: str
+    source_ref: str
+    fetched_at: str
+    size: int = Field(ge=0)
+    raw_b64: str | None = None
+    raw_s3_key: str | None = None
+    replay_of: str | None = None  # ledger key when an operator replays a quarantined message
+
+
+class OutboundJob(BaseModel):
+    """Send one CRM email that was found in Pending Send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str
+    email_id: str
+    enqueued_at: str

@@ -1,0 +1,39 @@
+"""Raw MIME in S3: the claim check for large messages and the kept copy of quarantined ones."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from emailrouter import aws
+from emailrouter.config import get_settings
+
+
+class RawMailStore:
+    """Keys always start with the tenant: `raw/<tenant>/<mailbox>/<sha256>.eml`."""
+
+    def __init__(self, bucket: str | None = None, client: Any | None = None) -> None:
+        self._bucket = bucket or get_settings().raw_mail_bucket
+        self._s3 = client or aws.client("s3")
+
+    @staticmethod
+    def key_for(tenant_id: str, mailbox_id: str, raw: bytes, kind: str = "raw") -> str:
+        digest = hashlib.sha256(raw).hexdigest()
+        return f"{kind}/{tenant_id}/{mailbox_id}/{digest}.eml"
+
+    def put(self, tenant_id: str, mailbox_id: str, raw: bytes, kind: str = "raw") -> str:
+        key = self.key_for(tenant_id, mailbox_id, raw, kind)
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=raw,
+            ContentType="message/rfc822",
+            ServerSideEncryption="AES256",
+            Metadata={"tenant-id": tenant_id, "mailbox-id": mailbox_id},
+        )
+        return key
+
+    def get(self, tenant_id: str, key: str) -> bytes:
+        if not key.split("/")[1:2] == [tenant_id]:
+            raise PermissionError(f"raw mail key {key!r} does not belong to tenant {tenant_id}")
+        return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())

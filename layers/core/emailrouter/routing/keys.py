@@ -1,0 +1,20 @@
+"""The identity of a message within a tenant: its Message-ID, else a hash of its content."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emailrouter.mime.models import ParsedMessage
+
+
+def message_key(message: ParsedMessage) -> str:
+    """Same message, same key, whichever mailbox or poll it came from."""
+    basis = "mid:" + message.message_id.strip() if message.message_id else "fp:" + message.fingerprint
+    return hashlib.sha256(basis.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def raw_key(raw: bytes) -> str:
+    """The key of a message that could not be parsed at all."""
+    return "raw-" + hashlib.sha256(raw).hexdigest()[:36]

@@ -1,0 +1,153 @@
+"""poll_mailbox's work: fetch what is new in one mailbox and hand it off durably.
+
+Order matters for "nothing lost": messages go to the queue (or S3) first, the cursor moves
+after; a crash in between re-sends a few messages, which the ledger turns into duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from emailrouter.clock import iso
+from emailrouter.ledger.models import Outcome
+from emailrouter.queues.sender import inbound_message
+from emailrouter.routing.acknowledge import acknowledge_pending
+from emailrouter.sources.errors import (
+    AuthenticationError,
+    MessageTooLargeError,
+    SourceConfigurationError,
+    SourceError,
+    TransientSourceError,
+)
+from emailrouter.sources.factory import open_source
+from emailrouter.tenancy.models import MailboxHealth
+
+if TYPE_CHECKING:
+    from emailrouter.config import Settings
+    from emailrouter.ledger.store import Ledger
+    from emailrouter.queues.messages import InboundMessage
+    from emailrouter.queues.rawstore import RawMailStore
+    from emailrouter.queues.sender import QueueSender
+    from emailrouter.sources.base import MailSource
+    from emailrouter.tenancy.models import MailboxConfig, TenantConfig
+    from emailrouter.tenancy.secrets import TenantSecrets
+    from emailrouter.tenancy.store import TenantStore
+
+HANDOFF_CHUNK = 10
+
+
+@dataclass
+class PollResult:
+    tenant_id: str
+    mailbox_id: str
+    fetched: int = 0
+    acknowledged: int = 0
+    oversize: int = 0
+    state: str = "ok"
+    reason: str = ""
+
+
+class MailboxPoller:
+    def __init__(
+        self,
+        settings: Settings,
+        tenants: TenantStore,
+        ledger: Ledger,
+        raw_store: RawMailStore,
+        queue: QueueSender,
+        secrets: TenantSecrets,
+    ) -> None:
+        self._settings = settings
+        self._tenants = tenants
+        self._ledger = ledger
+        self._raw = raw_store
+        self._queue = queue
+        self._secrets = secrets
+
+    def poll(self, tenant_id: str, mailbox_id: str) -> PollResult:
+        """Poll once. Source failures are recorded as mailbox health, not raised: the next
+        schedule tries again, and other mailboxes are unaffected."""
+        tenant = self._tenants.get(tenant_id)
+        mailbox = tenant.mailbox(mailbox_id)
+        result = PollResult(tenant_id, mailbox_id)
+        if not (tenant.enabled and mailbox.enabled):
+            result.state, result.reason = "skipped", "disabled"
+            return result
+        try:
+            source = open_source(tenant, mailbox, self._secrets, allow_private=self._settings.local_mode)
+            with source:
+                result.acknowledged = len(acknowledge_pending(source, self._ledger, tenant, mailbox))
+                self._fetch_new(source, tenant, mailbox, result)
+        except AuthenticationError as error:
+            result.state, result.reason = "failing", f"authentication failed: {error}"
+        except SourceConfigurationError as error:
+            result.state, result.reason = "failing", f"configuration: {error}"
+        except TransientSourceError as error:
+            result.state, result.reason = "failing", f"unreachable: {error}"
+        except SourceError as error:
+            result.state, result.reason = "failing", f"source error: {error}"
+        self._record_health(tenant, mailbox, result)
+        return result
+
+    def _fetch_new(
+        self, source: MailSource, tenant: TenantConfig, mailbox: MailboxConfig, result: PollResult
+    ) -> None:
+        cursor = self._tenants.get_cursor(tenant.tenant_id, mailbox.mailbox_id)
+        refs = source.list_new(cursor)[: mailbox.max_messages_per_poll]
+        for start in range(0, len(refs), HANDOFF_CHUNK):
+            chunk = refs[start : start + HANDOFF_CHUNK]
+            batch: list[InboundMessage] = []
+            for ref in chunk:
+                try:
+                    raw = source.fetch(ref)
+                except MessageTooLargeError as error:
+                    self._record_oversize(tenant, mailbox, ref, error)
+                    result.oversize += 1
+                    continue
+                batch.append(
+                    inbound_message(
+                        tenant.tenant_id,
+                        mailbox.mailbox_id,
+                        ref,
+                        raw,
+                        self._raw,
+                        self._settings.inline_max_bytes,
+                    )
+                )
+            self._queue.send(self._settings.inbound_queue_url, tenant.tenant_id, batch)
+            result.fetched += len(batch)
+            cursor = source.advance(cursor, chunk)
+            self._tenants.save_cursor(tenant.tenant_id, mailbox.mailbox_id, cursor)
+        if not refs:
+            # Still prune refs that left the server, so the cursor does not grow without bound.
+            self._tenants.save_cursor(tenant.tenant_id, mailbox.mailbox_id, source.advance(cursor, []))
+
+    def _record_oversize(
+        self, tenant: TenantConfig, mailbox: MailboxConfig, ref: str, error: MessageTooLargeError
+    ) -> None:
+        """A message too big to fetch still gets its one outcome, and stays at the source."""
+        key = f"oversize-{mailbox.mailbox_id}-{ref}"[:120]
+        owner = f"poll:{tenant.tenant_id}:{mailbox.mailbox_id}"
+        claimed, _ = self._ledger.claim(
+            tenant.tenant_id, key, owner, 60, {"mailbox_id": mailbox.mailbox_id, "source_ref": ref}
+        )
+        if claimed is not None:
+            self._ledger.complete(tenant.tenant_id, key, owner, Outcome.QUARANTINED, reason=str(error))
+
+    def _record_health(self, tenant: TenantConfig, mailbox: MailboxConfig, result: PollResult) -> None:
+        if result.state == "skipped":
+            return
+        health = self._tenants.get_health(tenant.tenant_id, mailbox.mailbox_id)
+        now = iso()
+        if result.state == "ok":
+            health = MailboxHealth(state="ok", last_poll_at=now, last_success_at=now)
+        else:
+            health = MailboxHealth(
+                state="failing",
+                reason=result.reason[:500],
+                last_poll_at=now,
+                last_success_at=health.last_success_at,
+                consecutive_failures=health.consecutive_failures + 1,
+            )
+        self._tenants.save_health(tenant.tenant_id, mailbox.mailbox_id, health)

@@ -1,0 +1,125 @@
+"""`emailrouter tenants import FILE.yaml`: validate a tenants file and store it, idempotently.
+
+The file holds one tenant or a list under `tenants:`. `${NAME}` placeholders are replaced from
+the environment, so files in the repository never carry secret values. An optional `secrets:`
+mapping (name → JSON object) is written to Secrets Manager under the tenant's prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from emailrouter import aws
+from emailrouter.tenancy.errors import InvalidTenantFileError
+from emailrouter.tenancy.models import TenantConfig
+from emailrouter.tenancy.secrets import SECRET_PREFIX, belongs_to
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from emailrouter.tenancy.store import TenantStore
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+@dataclass
+class ImportResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    secrets_written: list[str] = field(default_factory=list)
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    missing = sorted({name for name in _PLACEHOLDER.findall(text) if name not in env})
+    if missing:
+        raise InvalidTenantFileError(f"environment variables not set: {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda match: env[match.group(1)], text)
+
+
+def load_tenants_file(
+    path: Path, env: dict[str, str] | None = None
+) -> list[tuple[TenantConfig, dict[str, Any]]]:
+    """Parse and validate; returns each tenant with the secrets its file declares."""
+    try:
+        text = _expand(path.read_text(encoding="utf-8"), dict(os.environ) if env is None else env)
+        document = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidTenantFileError(f"{path}: {error}") from None
+    entries = document.get("tenants", [document]) if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InvalidTenantFileError(f"{path}: expected a tenant mapping or a 'tenants:' list")
+    result: list[tuple[TenantConfig, dict[str, Any]]] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InvalidTenantFileError(f"{path}: tenants[{index}] is not a mapping")
+        secrets = entry.pop("secrets", {}) or {}
+        try:
+            tenant = TenantConfig.model_validate(entry)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+            )
+            raise InvalidTenantFileError(f"{path}: tenants[{index}]: {problems}") from None
+        _check_secret_names(tenant, secrets)
+        result.append((tenant, secrets))
+    return result
+
+
+def _check_secret_names(tenant: TenantConfig, secrets: dict[str, Any]) -> None:
+    referenced = [tenant.crm.credential_secret] + [m.credential_secret for m in tenant.mailboxes]
+    for name in [*referenced, *secrets]:
+        if name and not belongs_to(tenant.tenant_id, name):
+            raise InvalidTenantFileError(
+                f"tenant {tenant.tenant_id}: secret {name!r} must be named {SECRET_PREFIX}/{tenant.tenant_id}/…"
+            )
+    for name, value in secrets.items():
+        if not isinstance(value, dict):
+            raise InvalidTenantFileError(f"tenant {tenant.tenant_id}: secret {name!r} must be a mapping")
+
+
+def import_tenants(
+    path: Path, store: TenantStore, secrets_client: Any | None = None, env: dict[str, str] | None = None
+) -> ImportResult:
+    """Validate the whole file first, then write; running it twice changes nothing the second time."""
+    entries = load_tenants_file(path, env)
+    client = secrets_client or aws.client("secretsmanager")
+    result = ImportResult()
+    for tenant, secrets in entries:
+        for name, value in secrets.items():
+            if _put_secret(client, name, json.dumps(value, sort_keys=True)):
+                result.secrets_written.append(name)
+        existed = _exists(store, tenant.tenant_id)
+        changed = store.save(tenant)
+        bucket = result.unchanged if not changed else (result.updated if existed else result.created)
+        bucket.append(tenant.tenant_id)
+    return result
+
+
+def _exists(store: TenantStore, tenant_id: str) -> bool:
+    from emailrouter.tenancy.errors import TenantNotFoundError
+
+    try:
+        store.get(tenant_id)
+    except TenantNotFoundError:
+        return False
+    return True
+
+
+def _put_secret(client: Any, name: str, value: str) -> bool:
+    try:
+        current = client.get_secret_value(SecretId=name)["SecretString"]
+    except client.exceptions.ResourceNotFoundException:
+        client.create_secret(Name=name, SecretString=value)
+        return True
+    if current == value:
+        return False
+    client.put_secret_value(SecretId=name, SecretString=value)
+    return True

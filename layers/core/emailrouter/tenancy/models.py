@@ -1,0 +1,159 @@
+"""A tenant's configuration: its CRM organization and the mailboxes the router serves for it."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Protocol(StrEnum):
+    POP3 = "pop3"
+    IMAP = "imap"
+    EWS = "ews"
+    GRAPH = "graph"
+
+
+class TrackingOption(StrEnum):
+    """Which incoming messages become CRM emails (CRM's incomingemailfilteringmethod)."""
+
+    ALL = "all"
+    RESPONSES = "responses"  # responses to CRM email: the E-mail Router's default
+    FROM_CRM_RECORDS = "crm_records"  # from leads, contacts and accounts
+    FROM_EMAIL_ENABLED = "email_enabled"  # from any email-enabled record
+    NONE = "none"
+
+
+def _check_id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"{what} must be lower-case letters, digits and dashes (max 63), got {value!r}")
+    return value
+
+
+class MailboxConfig(BaseModel):
+    """One tracked mailbox. Credentials are referenced by Secrets Manager name, never inlined."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mailbox_id: str
+    address: str
+    protocol: Protocol
+    host: str = ""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["none", "ssl", "starttls"] = "ssl"
+    folder: str = "INBOX"
+    credential_secret: str = ""
+    tracking: TrackingOption = TrackingOption.RESPONSES
+    delete_after_processing: bool = False
+    enabled: bool = True
+    max_messages_per_poll: int = Field(default=50, ge=1, le=500)
+
+    @field_validator("mailbox_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return _check_id(value, "mailbox_id")
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.match(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$", value):
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _protocol_needs(self) -> MailboxConfig:
+        if self.protocol in (Protocol.POP3, Protocol.IMAP):
+            if not self.host:
+                raise ValueError(f"mailbox {self.mailbox_id}: {self.protocol} needs a host")
+            if not self.credential_secret:
+                raise ValueError(f"mailbox {self.mailbox_id}: credential_secret is required")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        defaults = {
+            (Protocol.POP3, "ssl"): 995,
+            (Protocol.IMAP, "ssl"): 993,
+            (Protocol.POP3, "none"): 110,
+            (Protocol.POP3, "starttls"): 110,
+            (Protocol.IMAP, "none"): 143,
+            (Protocol.IMAP, "starttls"): 143,
+        }
+        return defaults.get((self.protocol, self.security), 443)
+
+
+class CrmConfig(BaseModel):
+    """Where the tenant's Dataverse organization is and how the router signs in to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str  # the org URL, e.g. https://contoso.crm4.dynamics.com
+    credential_secret: str  # Secrets Manager name: {"tenant_id","client_id","client_secret"} or {"token"}
+    api_version: str = "v9.2"
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class OutboundConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    configuration_set: str | None = None
+    ses_tenant_name: str | None = None
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    sending_status_delay_minutes: int = Field(default=30, ge=1)
+
+
+class TenantConfig(BaseModel):
+    """Everything the router knows about one tenant; stored in the tenants table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str
+    name: str = ""
+    enabled: bool = True
+    crm: CrmConfig
+    mailboxes: list[MailboxConfig] = Field(default_factory=list)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=128 * 1024 * 1024)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return _check_id(value, "tenant_id")
+
+    @model_validator(mode="after")
+    def _unique_mailboxes(self) -> TenantConfig:
+        seen: set[str] = set()
+        for mailbox in self.mailboxes:
+            if mailbox.mailbox_id in seen:
+                raise ValueError(f"duplicate mailbox_id {mailbox.mailbox_id!r}")
+            seen.add(mailbox.mailbox_id)
+        return self
+
+    def mailbox(self, mailbox_id: str) -> MailboxConfig:
+        for mailbox in self.mailboxes:
+            if mailbox.mailbox_id == mailbox_id:
+                return mailbox
+        raise KeyError(f"tenant {self.tenant_id} has no mailbox {mailbox_id!r}")
+
+
+class MailboxHealth(BaseModel):
+    """The last poll's result for one mailbox, shown to operators and tenant admins."""
+
+    state: Literal["ok", "failing", "unknown"] = "unknown"
+    reason: str = ""
+    last_poll_at: str | None = None
+    last_success_at: str | None = None
+    consecutive_failures: int = 0

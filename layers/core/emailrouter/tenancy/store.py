@@ -1,0 +1,95 @@
+"""Tenants, mailbox cursors and mailbox health in the tenants table.
+
+Layout (pk / sk):
+  TENANT#<id> / CONFIG            the TenantConfig as JSON
+  TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON
+  TENANT#<id> / HEALTH#<mailbox>  the MailboxHealth as JSON
+Every key starts with the tenant, so no query for one tenant can return another's items.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from emailrouter import aws
+from emailrouter.config import get_settings
+from emailrouter.sources.base import MailboxCursor
+from emailrouter.tenancy.errors import TenantNotFoundError
+from emailrouter.tenancy.models import MailboxHealth, TenantConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def tenant_pk(tenant_id: str) -> str:
+    return f"TENANT#{tenant_id}"
+
+
+class TenantStore:
+    def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
+        self._table = table_name or get_settings().tenants_table
+        self._ddb = client or aws.client("dynamodb")
+
+    def _put(self, tenant_id: str, sk: str, body: str) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": tenant_pk(tenant_id)},
+                "sk": {"S": sk},
+                "tenant_id": {"S": tenant_id},
+                "body": {"S": body},
+            },
+        )
+
+    def _get(self, tenant_id: str, sk: str) -> str | None:
+        item = self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": tenant_pk(tenant_id)}, "sk": {"S": sk}},
+            ConsistentRead=True,
+        ).get("Item")
+        return item["body"]["S"] if item else None
+
+    def save(self, tenant: TenantConfig) -> bool:
+        """Store the configuration; returns False when it was already stored unchanged."""
+        body = tenant.model_dump_json()
+        if self._get(tenant.tenant_id, "CONFIG") == body:
+            return False
+        self._put(tenant.tenant_id, "CONFIG", body)
+        return True
+
+    def get(self, tenant_id: str) -> TenantConfig:
+        body = self._get(tenant_id, "CONFIG")
+        if body is None:
+            raise TenantNotFoundError(f"no tenant {tenant_id!r}")
+        return TenantConfig.model_validate_json(body)
+
+    def all(self) -> Iterator[TenantConfig]:
+        """Every tenant (a paginated scan for CONFIG items; tenants number in the hundreds)."""
+        paginator = self._ddb.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="sk = :sk",
+            ExpressionAttributeValues={":sk": {"S": "CONFIG"}},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield TenantConfig.model_validate_json(item["body"]["S"])
+
+    def get_cursor(self, tenant_id: str, mailbox_id: str) -> MailboxCursor:
+        body = self._get(tenant_id, f"CURSOR#{mailbox_id}")
+        return MailboxCursor.model_validate_json(body) if body else MailboxCursor()
+
+    def save_cursor(self, tenant_id: str, mailbox_id: str, cursor: MailboxCursor) -> None:
+        self._put(tenant_id, f"CURSOR#{mailbox_id}", cursor.model_dump_json())
+
+    def get_health(self, tenant_id: str, mailbox_id: str) -> MailboxHealth:
+        body = self._get(tenant_id, f"HEALTH#{mailbox_id}")
+        return MailboxHealth.model_validate_json(body) if body else MailboxHealth()
+
+    def save_health(self, tenant_id: str, mailbox_id: str, health: MailboxHealth) -> None:
+        self._put(tenant_id, f"HEALTH#{mailbox_id}", health.model_dump_json())
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))

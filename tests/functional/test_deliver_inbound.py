@@ -1,0 +1,158 @@
+"""deliver_inbound through the local runner: moto queues from template.yaml, the Dataverse
+emulator over HTTP, the real handler. Expectations come from the Web API's documented values
+(participationtypemask 1 = sender, 2 = to; statecode 1 / statuscode 4 = Completed/Received)."""
+
+from __future__ import annotations
+
+from emailrouter.ledger.models import Outcome
+from emailrouter.ledger.store import Ledger
+from emailrouter.local.stack import LocalStack
+from emailrouter.routing.faults import FaultPoints
+from emailrouter.runtime import reset_runtime
+
+from tests.helpers import (
+    CONTACT_ID,
+    QUEUE_ID,
+    TENANT,
+    add_tenant,
+    enqueue_inbound,
+    incoming_emails,
+    raw_mail,
+    seed_org,
+)
+
+
+def _ledger_outcomes() -> dict[str, str]:
+    return {
+        r.message_key: (r.outcome.value if r.outcome else r.status) for r in Ledger().list_messages(TENANT)
+    }
+
+
+def test_message_becomes_received_email_with_resolved_parties(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    enqueue_inbound(
+        local_stack,
+        raw_mail(
+            subject="Broken widget",
+            to="help@acme.example, nobody@else.example",
+            message_id="<w-1@client.example>",
+        ),
+    )
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    emails = incoming_emails(local_stack)
+    assert len(emails) == 1
+    email = emails[0]
+    assert email["subject"] == "Broken widget"
+    assert email["messageid"] == "<w-1@client.example>"
+    assert (email["statecode"], email["statuscode"]) == (1, 4)
+    parties = {
+        (p["participationtypemask"], p.get("_partyid_value"), p.get("addressused"))
+        for p in email["email_activity_parties"]
+    }
+    assert (1, CONTACT_ID, "carl@client.example") in parties
+    assert (2, QUEUE_ID, "help@acme.example") in parties
+    assert (2, None, "nobody@else.example") in parties
+    assert list(_ledger_outcomes().values()) == ["created"]
+
+
+def test_unparseable_message_is_quarantined_with_raw_kept(local_stack: LocalStack) -> None:
+    from emailrouter import aws
+
+    add_tenant(local_stack)
+    garbage = b"\x00\x01\x02 this is not mail \xff\xfe" * 10
+    enqueue_inbound(local_stack, garbage)
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    records = list(Ledger().list_messages(TENANT))
+    assert [r.outcome for r in records] == [Outcome.QUARANTINED]
+    assert records[0].raw_s3_key and records[0].reason
+    bucket = local_stack.endpoints.environment["RAW_MAIL_BUCKET"]  # type: ignore[union-attr]
+    kept = aws.client("s3").get_object(Bucket=bucket, Key=records[0].raw_s3_key)["Body"].read()
+    assert kept == garbage
+    assert incoming_emails(local_stack) == []
+    assert local_stack.runner.stats.crashed_invocations == 0
+
+
+def test_crash_at_crm_write_loses_nothing_and_duplicates_nothing(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    faults = FaultPoints()
+    faults.arm("after_crm_write")
+    reset_runtime(faults)
+    enqueue_inbound(local_stack, raw_mail(subject="Crash me", message_id="<crash-1@client.example>"))
+
+    assert local_stack.runner is not None and local_stack.runner.drain(60)
+
+    assert local_stack.runner.stats.crashed_invocations == 1  # the injected crash happened
+    emails = incoming_emails(local_stack)
+    assert [e["subject"] for e in emails] == ["Crash me"]
+    assert list(_ledger_outcomes().values()) == ["created"]
+
+
+def test_same_message_twice_is_one_email_and_a_duplicate(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    raw = raw_mail(subject="Twice", message_id="<twice@client.example>")
+    enqueue_inbound(local_stack, raw, source_ref="a")
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+    enqueue_inbound(local_stack, raw, source_ref="b")
+    assert local_stack.runner.drain(30)
+
+    assert [e["subject"] for e in incoming_emails(local_stack)] == ["Twice"]
+    assert list(_ledger_outcomes().values()) == ["created"]
+
+
+def test_auto_reply_is_filtered_not_tracked(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    enqueue_inbound(
+        local_stack, raw_mail(subject="Out of office", extra_headers="Auto-Submitted: auto-replied")
+    )
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    assert incoming_emails(local_stack) == []
+    records = list(Ledger().list_messages(TENANT))
+    assert [r.outcome for r in records] == [Outcome.FILTERED]
+    assert "Auto-Submitted" in records[0].reason
+
+
+def test_reply_to_tracked_email_takes_its_regarding_record(local_stack: LocalStack) -> None:
+    import requests
+
+    from tests.helpers import ACCOUNT_ID, crm_get
+
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    endpoints = local_stack.endpoints
+    assert endpoints is not None
+    # An email sent from the CRM earlier, regarding the account.
+    requests.post(
+        f"{endpoints.dataverse_url}/api/data/v9.2/emails",
+        json={
+            "subject": "Order confirmation",
+            "directioncode": True,
+            "messageid": "<order-1@acme.example>",
+            "regardingobjectid_account_email@odata.bind": f"/accounts({ACCOUNT_ID})",
+        },
+        headers={"Authorization": f"Bearer {endpoints.dataverse_token}", "Content-Type": "application/json"},
+        timeout=10,
+    ).raise_for_status()
+
+    reply = raw_mail(
+        subject="Re: Order confirmation",
+        message_id="<order-2@client.example>",
+        extra_headers="In-Reply-To: <order-1@acme.example>\r\nReferences: <order-1@acme.example>",
+    )
+    enqueue_inbound(local_stack, reply)
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    body = crm_get(
+        local_stack, "emails?$filter=messageid eq '<order-2@client.example>'&$select=_regardingobjectid_value"
+    )
+    assert body["value"][0]["_regardingobjectid_value"] == ACCOUNT_ID
+    assert list(_ledger_outcomes().values()) == ["correlated"]

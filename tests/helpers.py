@@ -1,0 +1,147 @@
+"""Small builders shared by tests: a tenant in the local stack, raw messages, CRM reads."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import Any
+
+import requests
+from emailrouter.clock import iso
+from emailrouter.local.stack import LocalStack
+from emailrouter.queues.messages import InboundMessage
+from emailrouter.tenancy.models import TenantConfig
+
+TENANT = "acme"
+USER_ID = "aaaaaaaa-0000-0000-0000-000000000001"
+CONTACT_ID = "cccccccc-0000-0000-0000-000000000001"
+ACCOUNT_ID = "dddddddd-0000-0000-0000-000000000001"
+QUEUE_ID = "eeeeeeee-0000-0000-0000-000000000001"
+
+
+def seed_org(stack: LocalStack) -> None:
+    stack.dataverse.seed(
+        {
+            "systemusers": [
+                {
+                    "systemuserid": USER_ID,
+                    "fullname": "Uma User",
+                    "internalemailaddress": "uma@acme.example",
+                    "isdisabled": False,
+                }
+            ],
+            "contacts": [
+                {
+                    "contactid": CONTACT_ID,
+                    "fullname": "Carl Contact",
+                    "emailaddress1": "carl@client.example",
+                    "statecode": 0,
+                }
+            ],
+            "accounts": [
+                {
+                    "accountid": ACCOUNT_ID,
+                    "name": "Client Ltd",
+                    "emailaddress1": "office@client.example",
+                    "statecode": 0,
+                }
+            ],
+            "queues": [
+                {"queueid": QUEUE_ID, "name": "Help", "emailaddress": "help@acme.example", "statecode": 0}
+            ],
+        }
+    )
+
+
+def add_tenant(
+    stack: LocalStack, mailboxes: list[dict[str, Any]] | None = None, **extra: Any
+) -> TenantConfig:
+    """Store a tenant whose CRM is the stack's emulator; its token goes to Secrets Manager."""
+    from emailrouter import aws
+    from emailrouter.tenancy.store import TenantStore
+
+    assert stack.endpoints is not None
+    secret = f"emailrouter/{TENANT}/crm"
+    sm = aws.client("secretsmanager")
+    with contextlib.suppress(sm.exceptions.ResourceExistsException):
+        sm.create_secret(Name=secret, SecretString=json.dumps({"token": stack.endpoints.dataverse_token}))
+    tenant = TenantConfig.model_validate(
+        {
+            "tenant_id": TENANT,
+            "crm": {"url": stack.endpoints.dataverse_url, "credential_secret": secret},
+            "mailboxes": mailboxes
+            or [
+                {
+                    "mailbox_id": "help",
+                    "address": "help@acme.example",
+                    "protocol": "pop3",
+                    "host": "127.0.0.1",
+                    "port": 1,
+                    "security": "none",
+                    "credential_secret": f"emailrouter/{TENANT}/help",
+                    "tracking": "all",
+                }
+            ],
+            **extra,
+        }
+    )
+    TenantStore().save(tenant)
+    return tenant
+
+
+def raw_mail(
+    subject: str = "Hello",
+    sender: str = "Carl Contact <carl@client.example>",
+    to: str = "help@acme.example",
+    message_id: str | None = "<m1@client.example>",
+    extra_headers: str = "",
+    body: str = "Hello there.",
+) -> bytes:
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}", "Date: Thu, 26 Nov 2026 10:00:00 +0000"]
+    if message_id:
+        lines.append(f"Message-ID: {message_id}")
+    if extra_headers:
+        lines.append(extra_headers.rstrip("\r\n"))
+    lines += ["Content-Type: text/plain; charset=utf-8", "", body, ""]
+    return "\r\n".join(lines).encode()
+
+
+def enqueue_inbound(
+    stack: LocalStack, raw: bytes, mailbox_id: str = "help", source_ref: str = "ref-1"
+) -> None:
+    from emailrouter.queues.sender import QueueSender
+
+    message = InboundMessage(
+        tenant_id=TENANT,
+        mailbox_id=mailbox_id,
+        source_ref=source_ref,
+        fetched_at=iso(),
+        size=len(raw),
+        raw_b64=base64.b64encode(raw).decode(),
+    )
+    QueueSender().send(stack.endpoints.environment["INBOUND_QUEUE_URL"], TENANT, [message])  # type: ignore[union-attr]
+
+
+def crm_get(stack: LocalStack, path: str) -> Any:
+    assert stack.endpoints is not None
+    response = requests.get(
+        f"{stack.endpoints.dataverse_url}/api/data/v9.2/{path}",
+        headers={
+            "Authorization": f"Bearer {stack.endpoints.dataverse_token}",
+            "Accept": "application/json",
+            "Prefer": 'odata.include-annotations="*"',
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def incoming_emails(stack: LocalStack) -> list[dict[str, Any]]:
+    body = crm_get(
+        stack,
+        "emails?$filter=directioncode eq false&$expand=email_activity_parties($select=participationtypemask,addressused,_partyid_value),"
+        "email_activity_mime_attachment($select=filename,mimetype,attachmentcontentid)",
+    )
+    return list(body["value"])

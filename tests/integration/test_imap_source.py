@@ -1,0 +1,273 @@
+"""ImapSource against a real Dovecot over loopback: UID increments, UIDVALIDITY, PEEK, deletion."""
+
+from __future__ import annotations
+
+import imaplib
+
+import pytest
+from emailrouter.local.dovecot import DovecotServer
+from emailrouter.sources.base import MailboxCursor, iter_new_messages
+from emailrouter.sources.errors import (
+    AuthenticationError,
+    MessageNotFoundError,
+    MessageTooLargeError,
+    SourceConfigurationError,
+    TransientSourceError,
+)
+from emailrouter.sources.imap import ImapSource, mailbox_argument
+
+from tests.fixtures.dovecot import Listener, MailboxUser, sample_message
+
+pytestmark = pytest.mark.dovecot
+
+
+def imap(server: DovecotServer, user: MailboxUser, **options: object) -> ImapSource:
+    return ImapSource(
+        "127.0.0.1",
+        server.imap_port,
+        user.name,
+        user.password,
+        security="none",
+        allow_private=True,
+        timeout=5.0,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def deliver(server: DovecotServer, user: MailboxUser, count: int, folder: str = "INBOX") -> list[bytes]:
+    messages = [sample_message(f"m{n}") for n in range(count)]
+    for raw in messages:
+        server.deliver(user.name, raw, folder=folder)
+    return messages
+
+
+def test_second_poll_lists_only_uids_above_the_cursor(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    first_batch = deliver(dovecot_server, mailbox_user, 2)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        fetched = list(iter_new_messages(source, MailboxCursor(), limit=10))
+        cursor = source.advance(MailboxCursor(), [m.source_ref for m in fetched])
+    (third,) = deliver(dovecot_server, mailbox_user, 1)
+    with imap(dovecot_server, mailbox_user) as source:
+        new_refs = source.list_new(cursor)
+        third_raw = source.fetch(new_refs[0])
+
+    status = dovecot_server.mailbox_status(mailbox_user.name)
+    assert [m.raw for m in fetched] == first_batch
+    assert [m.source_ref for m in fetched] == ["1", "2"]
+    assert cursor.uidvalidity == status["uidvalidity"]
+    assert cursor.last_uid == 2
+    assert new_refs == ["3"]
+    assert third_raw == third
+
+
+def test_list_new_with_a_current_cursor_and_no_new_mail_is_empty(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 2)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        cursor = source.advance(MailboxCursor(), source.list_new(MailboxCursor()))
+        again = source.list_new(cursor)
+        unchanged = source.advance(cursor, [])
+
+    # UID SEARCH 3:* matches the highest message (UID 2) when nothing is above it.
+    assert again == []
+    assert unchanged == cursor
+
+
+def test_uidvalidity_change_relists_everything_and_resets_the_cursor(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 2)
+    with imap(dovecot_server, mailbox_user) as source:
+        cursor = source.advance(MailboxCursor(), source.list_new(MailboxCursor()))
+    new_validity = cursor.uidvalidity + 1000  # type: ignore[operator]
+    dovecot_server.doveadm(
+        "mailbox", "update", "-u", mailbox_user.name, "--uid-validity", str(new_validity), "INBOX"
+    )
+
+    with imap(dovecot_server, mailbox_user) as source:
+        relisted = source.list_new(cursor)
+        reset = source.advance(cursor, relisted[:1])
+
+    # The UIDs are the same numbers as before; only the new UIDVALIDITY says they are new.
+    assert relisted == ["1", "2"]
+    assert reset.uidvalidity == new_validity
+    assert reset.last_uid == 1
+
+
+def test_fetch_uses_peek_and_leaves_messages_unseen(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 2)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        for ref in source.list_new(MailboxCursor()):
+            source.fetch(ref)
+
+    assert dovecot_server.mailbox_status(mailbox_user.name)["unseen"] == 2
+
+
+def test_fetch_returns_the_message_byte_for_byte(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    raw = sample_message("bytes") + b"X-Long: " + b"a" * 5000 + b"\r\nend\r\n"
+    dovecot_server.deliver(mailbox_user.name, raw)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        fetched = source.fetch(source.list_new(MailboxCursor())[0])
+
+    assert fetched == raw
+
+
+def test_delete_removes_only_the_given_messages(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 3)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        deleted = source.delete(["1", "3", "99"])
+        present = source.present(["1", "2", "3", "99"])
+
+    assert deleted == ["1", "3"]
+    assert present == ["2"]
+    assert dovecot_server.message_count(mailbox_user.name) == 1
+
+
+def test_delete_leaves_messages_another_client_flagged_deleted(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 2)
+    other = imaplib.IMAP4("127.0.0.1", dovecot_server.imap_port, timeout=5)
+    other.login(mailbox_user.name, mailbox_user.password)
+    other.select("INBOX")
+    other.uid("STORE", "2", "+FLAGS", "(\\Deleted)")
+    other.logout()
+
+    with imap(dovecot_server, mailbox_user) as source:
+        deleted = source.delete(["1"])
+
+    # UID EXPUNGE (UIDPLUS) removes just UID 1; a plain EXPUNGE would have taken UID 2 too.
+    assert deleted == ["1"]
+    assert dovecot_server.message_count(mailbox_user.name) == 1
+
+
+def test_fetch_of_an_expunged_uid_raises_message_not_found(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 1)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        source.delete(["1"])
+        with pytest.raises(MessageNotFoundError):
+            source.fetch("1")
+
+
+def test_oversize_message_is_flagged_without_downloading(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    big = sample_message("big", body_lines=400)
+    dovecot_server.deliver(mailbox_user.name, big)
+    small = sample_message("small")
+    dovecot_server.deliver(mailbox_user.name, small)
+
+    with imap(dovecot_server, mailbox_user, max_message_bytes=1000) as source:
+        with pytest.raises(MessageTooLargeError) as caught:
+            source.fetch("1")
+        small_raw = source.fetch("2")
+
+    assert (caught.value.source_ref, caught.value.size, caught.value.limit) == ("1", len(big), 1000)
+    assert small_raw == small
+
+
+def test_polls_a_named_folder_with_non_ascii_name(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    (raw,) = deliver(dovecot_server, mailbox_user, 1, folder="Éléments reçus")
+
+    with imap(dovecot_server, mailbox_user, folder="Éléments reçus") as source:
+        refs = source.list_new(MailboxCursor())
+        fetched = source.fetch(refs[0])
+
+    assert fetched == raw
+    assert dovecot_server.message_count(mailbox_user.name) == 0  # INBOX untouched
+
+
+def test_missing_folder_is_a_configuration_error(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    source = imap(dovecot_server, mailbox_user, folder="No Such Folder")
+
+    with pytest.raises(SourceConfigurationError, match="No Such Folder"), source:
+        pass
+
+
+def test_wrong_password_is_an_authentication_error_without_the_password(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    wrong = "Wr0ng-Secret-Value"
+    source = ImapSource(
+        "127.0.0.1", dovecot_server.imap_port, mailbox_user.name, wrong, security="none", allow_private=True
+    )
+
+    with pytest.raises(AuthenticationError) as caught, source:
+        pass
+
+    assert "AUTHENTICATIONFAILED" in str(caught.value)
+    assert wrong not in str(caught.value)
+
+
+def test_connection_refused_is_transient(closed_port: int) -> None:
+    source = ImapSource("127.0.0.1", closed_port, "u", "p", security="none", allow_private=True)
+
+    with pytest.raises(TransientSourceError), source:
+        pass
+
+
+def test_server_hanging_up_before_the_greeting_is_transient(hangup_server: Listener) -> None:
+    source = ImapSource("127.0.0.1", hangup_server.port, "u", "p", security="none", allow_private=True)
+
+    with pytest.raises(TransientSourceError), source:
+        pass
+
+
+def test_silent_server_times_out_as_transient(silent_server: Listener) -> None:
+    source = ImapSource(
+        "127.0.0.1", silent_server.port, "u", "p", security="none", allow_private=True, timeout=0.3
+    )
+
+    with pytest.raises(TransientSourceError, match="timed out"), source:
+        pass
+
+
+def test_private_host_is_refused_before_connecting(silent_server: Listener) -> None:
+    source = ImapSource("127.0.0.1", silent_server.port, "u", "p", security="none", timeout=0.3)
+
+    with pytest.raises(SourceConfigurationError, match="loopback"), source:
+        pass
+    assert silent_server.accepted == 0
+
+
+def test_starttls_on_a_server_without_it_is_a_configuration_error(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    source = ImapSource(
+        "127.0.0.1",
+        dovecot_server.imap_port,
+        mailbox_user.name,
+        mailbox_user.password,
+        security="starttls",
+        allow_private=True,
+    )
+
+    with pytest.raises(SourceConfigurationError, match="STARTTLS"), source:
+        pass
+
+
+def test_mailbox_argument_quotes_and_encodes_modified_utf7() -> None:
+    assert mailbox_argument("INBOX") == '"INBOX"'
+    assert mailbox_argument('A "q" & B') == '"A \\"q\\" &- B"'
+    assert mailbox_argument("Entwürfe") == '"Entw&APw-rfe"'

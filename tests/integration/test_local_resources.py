@@ -1,0 +1,184 @@
+"""The local stack's AWS resources, created in moto from template.yaml itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from emailrouter.local.resources import LocalResources, create_local_resources
+from emailrouter.local.template import StackTemplate, load_stack_template, resolve_environment
+
+from tests.fixtures.aws import REGION
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+# moto announces each resource type its CloudFormation skips; LocalResources.not_created and
+# .patched say the same in a form the tests check.
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def stack() -> StackTemplate:
+    return load_stack_template(TEMPLATE)
+
+
+@pytest.fixture
+def resources(aws: boto3.Session, moto_endpoint: str) -> LocalResources:
+    return create_local_resources(TEMPLATE, moto_endpoint, REGION)
+
+
+def test_queues_have_the_templates_visibility_timeout_and_redrive_to_their_dlq(
+    aws: boto3.Session, resources: LocalResources, stack: StackTemplate
+) -> None:
+    sqs = aws.client("sqs")
+
+    for logical_id, spec in stack.queues.items():
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=resources.queue_urls[logical_id], AttributeNames=["All"]
+        )["Attributes"]
+        assert int(attributes["VisibilityTimeout"]) == spec.visibility_timeout, logical_id
+        assert attributes["SqsManagedSseEnabled"] == "true", logical_id
+        if spec.dlq_logical_id is None:
+            assert "RedrivePolicy" not in attributes, logical_id
+            assert int(attributes["MessageRetentionPeriod"]) == 14 * 24 * 3600
+            continue
+        redrive = json.loads(attributes["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == resources.queue_arns[spec.dlq_logical_id]
+        assert int(redrive["maxReceiveCount"]) == 5
+
+
+def test_a_message_received_five_times_moves_to_the_dead_letter_queue(
+    aws: boto3.Session, resources: LocalResources
+) -> None:
+    sqs = aws.client("sqs")
+    inbound, dlq = resources.queue_urls["InboundQueue"], resources.queue_urls["InboundDLQ"]
+    sqs.send_message(QueueUrl=inbound, MessageBody="poison")
+
+    for _ in range(5):
+        received = sqs.receive_message(QueueUrl=inbound, VisibilityTimeout=0, WaitTimeSeconds=0)
+        assert len(received.get("Messages", [])) == 1
+    after = sqs.receive_message(QueueUrl=inbound, VisibilityTimeout=0, WaitTimeSeconds=0)
+
+    assert after.get("Messages", []) == []
+    dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)["Messages"]
+    assert [message["Body"] for message in dead] == ["poison"]
+
+
+def test_tables_have_the_templates_keys_index_ttl_and_recovery(
+    aws: boto3.Session, resources: LocalResources
+) -> None:
+    dynamodb = aws.client("dynamodb")
+    expected = {
+        "TenantsTable": ([("pk", "HASH"), ("sk", "RANGE")], None),
+        "LedgerTable": ([("pk", "HASH"), ("sk", "RANGE")], "expires_at"),
+        "IdempotencyTable": ([("id", "HASH")], "expiration"),
+        "PartyCacheTable": ([("pk", "HASH"), ("sk", "RANGE")], "expires_at"),
+    }
+    assert set(resources.table_names) == set(expected)
+
+    for logical_id, (keys, ttl_attribute) in expected.items():
+        name = resources.table_names[logical_id]
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        assert [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]] == keys
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl_attribute is not None:
+            assert (ttl["TimeToLiveStatus"], ttl.get("AttributeName")) == ("ENABLED", ttl_attribute)
+        backups = dynamodb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+    ledger = dynamodb.describe_table(TableName=resources.table_names["LedgerTable"])["Table"]
+    (index,) = ledger["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_outcome"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("gsi1pk", "HASH"),
+        ("gsi1sk", "RANGE"),
+    ]
+    assert index["Projection"]["ProjectionType"] == "ALL"
+
+
+def test_raw_mail_bucket_is_encrypted_private_versioned_and_expires_mail(
+    aws: boto3.Session, resources: LocalResources
+) -> None:
+    s3 = aws.client("s3")
+    bucket = resources.bucket_name
+
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
+    )
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert lifecycle["Expiration"]["Days"] == 30
+    assert lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_parameters_reach_the_created_resources(aws: boto3.Session, moto_endpoint: str) -> None:
+    resources = create_local_resources(
+        TEMPLATE,
+        moto_endpoint,
+        REGION,
+        stack_name="emailrouter-short",
+        parameters={"RawMailRetentionDays": "7", "AlarmEmail": "ops@example.com"},
+    )
+
+    rules = aws.client("s3").get_bucket_lifecycle_configuration(Bucket=resources.bucket_name)["Rules"]
+    assert rules[0]["Expiration"]["Days"] == 7
+    assert resources.parameters["RawMailRetentionDays"] == "7"
+    # The configuration set is named after the stack; email subscriptions are never made locally.
+    assert resources.outputs["SesConfigurationSetName"] == "emailrouter-short"
+    aws.client("sesv2").get_configuration_set(ConfigurationSetName="emailrouter-short")
+    assert "email" in resources.not_created["AlarmEmailSubscription"]
+
+
+def test_ses_events_published_to_the_topic_arrive_on_the_ses_events_queue_in_the_sns_envelope(
+    aws: boto3.Session, resources: LocalResources
+) -> None:
+    event = {"eventType": "Delivery", "mail": {"messageId": "0100-ses-id"}}
+
+    aws.client("sns").publish(TopicArn=resources.topic_arns["SesEventsTopic"], Message=json.dumps(event))
+
+    messages = aws.client("sqs").receive_message(
+        QueueUrl=resources.queue_urls["SesEventsQueue"], WaitTimeSeconds=1
+    )["Messages"]
+    envelope = json.loads(messages[0]["Body"])
+    assert envelope["Type"] == "Notification"
+    assert json.loads(envelope["Message"]) == event
+
+
+def test_outputs_and_function_environment_point_at_the_local_endpoint(
+    aws: boto3.Session, resources: LocalResources, stack: StackTemplate, moto_endpoint: str
+) -> None:
+    assert resources.outputs["InboundQueueUrl"] == resources.queue_urls["InboundQueue"]
+    assert resources.outputs["InboundQueueUrl"].startswith(moto_endpoint)
+    assert resources.outputs["LedgerTableName"] == resources.table_names["LedgerTable"]
+    assert "CoreLayerArn" not in resources.outputs  # the layer exists only in AWS
+    assert "DeliverInboundFunction" in resources.not_created
+
+    environment = resolve_environment(stack.functions["DeliverInboundFunction"], resources)
+
+    assert environment["LEDGER_TABLE"] == resources.table_names["LedgerTable"]
+    assert environment["RAW_MAIL_BUCKET"] == resources.bucket_name
+    assert environment["SES_CONFIGURATION_SET"] == resources.stack_name
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=environment["POLL_JOBS_QUEUE_URL"], MessageBody="{}")
+    depth = sqs.get_queue_attributes(
+        QueueUrl=resources.queue_urls["PollJobsQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert depth == "1"
+
+
+def test_creating_again_reuses_the_stack(resources: LocalResources, moto_endpoint: str) -> None:
+    again = create_local_resources(TEMPLATE, moto_endpoint, REGION)
+
+    assert again.stack_id == resources.stack_id
+    assert again.physical_ids == resources.physical_ids
+    assert not any("TTL" in note for note in again.patched)  # already applied the first time

@@ -1,0 +1,217 @@
+"""template.yaml read into typed models: what the local runner takes from the deployment template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from emailrouter.config import Settings
+from emailrouter.local.template import (
+    GetAtt,
+    Intrinsic,
+    Ref,
+    StackTemplate,
+    TemplateError,
+    load_stack_template,
+    load_template_document,
+    resolve_environment,
+    resolve_value,
+    to_marker,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def stack() -> StackTemplate:
+    return load_stack_template(TEMPLATE)
+
+
+def test_sqs_consumers_read_their_queue_with_the_templates_batch_settings(stack: StackTemplate) -> None:
+    consumers = {
+        name: [
+            (e.queue_logical_id, e.batch_size, e.max_batching_window_s, e.report_batch_item_failures)
+            for e in fn.sqs_events
+        ]
+        for name, fn in stack.functions.items()
+        if fn.sqs_events
+    }
+
+    assert consumers == {
+        "PollMailboxFunction": [("PollJobsQueue", 1, 0, True)],
+        "DeliverInboundFunction": [("InboundQueue", 10, 1, True)],
+        "SendOutboundFunction": [("OutboundQueue", 5, 0, True)],
+        "SesEventsFunction": [("SesEventsQueue", 10, 0, True)],
+    }
+
+
+def test_dispatchers_run_every_minute_with_retries_and_a_dead_letter_queue(stack: StackTemplate) -> None:
+    schedules = {name: fn.schedules for name, fn in stack.functions.items() if fn.schedules}
+
+    assert set(schedules) == {"DispatchFunction", "DispatchOutboundFunction"}
+    for specs in schedules.values():
+        (schedule,) = specs
+        assert schedule.expression == "rate(1 minute)"
+        assert schedule.enabled
+        assert schedule.dead_letter_logical_id == "SchedulerDLQ"
+        assert schedule.max_retry_attempts is not None
+
+
+def test_function_timeouts_and_handlers_come_from_the_template_with_globals_applied(
+    stack: StackTemplate,
+) -> None:
+    timeouts = {name: fn.timeout for name, fn in stack.functions.items()}
+
+    assert timeouts == {
+        "DispatchFunction": 60,
+        "PollMailboxFunction": 120,
+        "DeliverInboundFunction": 60,
+        "DispatchOutboundFunction": 60,
+        "SendOutboundFunction": 60,
+        "SesEventsFunction": 30,
+    }
+    for fn in stack.functions.values():
+        assert fn.memory == 512
+        assert fn.handler == "app.handler"
+        assert fn.handler_function == "handler"
+        assert fn.handler_path == Path("functions") / fn.code_dir / "app.py"
+        assert (ROOT / fn.handler_path).is_file(), f"{fn.logical_id}: {fn.handler_path} is missing"
+
+
+def test_every_sqs_consumer_has_visibility_timeout_of_six_times_its_function_timeout(
+    stack: StackTemplate,
+) -> None:
+    for fn in stack.functions.values():
+        for event in fn.sqs_events:
+            queue = stack.queues[event.queue_logical_id]
+            # Lambda's guidance: 6x the function timeout, plus the batching window.
+            needed = 6 * fn.timeout + event.max_batching_window_s
+            assert queue.visibility_timeout >= needed, (
+                f"{queue.logical_id}: VisibilityTimeout {queue.visibility_timeout} < {needed}"
+            )
+
+
+def test_every_queue_has_a_dead_letter_queue_or_is_one(stack: StackTemplate) -> None:
+    dead_letter_ids = {q.dlq_logical_id for q in stack.queues.values() if q.dlq_logical_id} | {
+        s.dead_letter_logical_id for fn in stack.functions.values() for s in fn.schedules
+    }
+
+    for queue in stack.queues.values():
+        if queue.logical_id in dead_letter_ids:
+            assert queue.dlq_logical_id is None, f"{queue.logical_id} is a DLQ with its own DLQ"
+            assert queue.message_retention_s == 14 * 24 * 3600
+        else:
+            assert queue.dlq_logical_id in stack.queues, f"{queue.logical_id} has no DLQ"
+            assert queue.max_receive_count == 5
+            assert stack.consumers_of(queue.logical_id), f"nothing consumes {queue.logical_id}"
+
+
+def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(stack: StackTemplate) -> None:
+    alarmed: set[str] = set()
+    for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm"):
+        properties = stack.resources[logical_id]["Properties"]
+        assert properties["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert properties["ComparisonOperator"] == "GreaterThanThreshold"
+        assert properties["Threshold"] == 0
+        assert to_marker(properties["AlarmActions"]) == [Ref("AlarmTopic")]
+        (dimension,) = properties["Dimensions"]
+        marker = to_marker(dimension["Value"])
+        assert isinstance(marker, GetAtt)
+        alarmed.add(marker.logical_id)
+
+    dead_letter_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is None}
+    assert alarmed == dead_letter_queues
+
+
+def test_settings_the_code_reads_are_all_set_by_the_template(stack: StackTemplate) -> None:
+    provided = set(stack.functions["DeliverInboundFunction"].environment)
+    # inline_max_bytes is a tuning knob with a default, not a deployed resource.
+    needed = {name.upper() for name in Settings.model_fields} - {"INLINE_MAX_BYTES"}
+
+    assert needed <= provided, f"template lacks {sorted(needed - provided)}"
+
+
+def test_environment_keeps_references_as_markers(stack: StackTemplate) -> None:
+    environment = stack.functions["DispatchFunction"].environment
+
+    assert environment["TENANTS_TABLE"] == Ref("TenantsTable")
+    assert environment["POLL_JOBS_QUEUE_URL"] == Ref("PollJobsQueue")
+    assert environment["POWERTOOLS_LOG_LEVEL"] == Ref("LogLevel")
+    assert environment["LOCAL_MODE"] == "false"
+
+
+def test_resolve_environment_uses_physical_values_and_parameters(stack: StackTemplate) -> None:
+    fn = stack.functions["PollMailboxFunction"]
+    physical = {name: f"physical-{name}" for name in stack.resources}
+    physical.update(stack.parameter_defaults)
+
+    environment = resolve_environment(fn, physical)
+
+    assert environment["INBOUND_QUEUE_URL"] == "physical-InboundQueue"
+    assert environment["RAW_MAIL_BUCKET"] == "physical-RawMailBucket"
+    assert environment["RAW_MAIL_RETENTION_DAYS"] == "30"
+    assert environment["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    assert all(isinstance(value, str) for value in environment.values())
+
+
+def test_resolve_environment_refuses_an_unknown_reference(stack: StackTemplate) -> None:
+    with pytest.raises(TemplateError, match="TenantsTable"):
+        resolve_environment(stack.functions["DispatchFunction"], {})
+
+
+def test_conditions_follow_the_parameters(stack: StackTemplate) -> None:
+    assert stack.evaluate_conditions() == {"HasAlarmEmail": False}
+    assert stack.evaluate_conditions({"AlarmEmail": "ops@example.com"}) == {"HasAlarmEmail": True}
+
+
+def test_loader_reads_cloudformation_short_tags_into_long_form(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        """\
+AWSTemplateFormatVersion: 2010-09-09
+Conditions:
+  IsProd: !Equals [!Ref Stage, prod]
+Resources:
+  Q:
+    Type: AWS::SQS::Queue
+    Properties:
+      A: !GetAtt Other.Arn
+      B: !Sub "${AWS::Region}-${Other.QueueName}-${!Literal}"
+      C: !If [IsProd, !Join ["-", [a, !Ref Stage]], !Select [1, !Split [",", "x,y"]]]
+""",
+        encoding="utf-8",
+    )
+
+    document = load_template_document(path)
+    properties = document["Resources"]["Q"]["Properties"]
+    markers = to_marker(properties)
+
+    assert document["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert properties["A"] == {"Fn::GetAtt": ["Other", "Arn"]}
+    assert isinstance(markers, dict)
+    assert markers["A"] == GetAtt("Other", "Arn")
+    assert isinstance(markers["C"], Intrinsic)
+    physical = {
+        "AWS::Region": "eu-west-1",
+        "Other.Arn": "arn:other",
+        "Other.QueueName": "other",
+        "Stage": "prod",
+    }
+    assert resolve_value(markers, physical, conditions={"IsProd": True}) == {
+        "A": "arn:other",
+        "B": "eu-west-1-other-${Literal}",
+        "C": "a-prod",
+    }
+    assert resolve_value(markers["C"], physical, conditions={"IsProd": False}) == "y"
+    assert load_stack_template(path).evaluate_conditions({"Stage": "prod"}) == {"IsProd": True}
+    with pytest.raises(TemplateError, match=r"Other\.Arn"):
+        resolve_value(markers["A"], {})
+
+
+def test_a_file_without_resources_is_not_a_template(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("Parameters: {}\n", encoding="utf-8")
+
+    with pytest.raises(TemplateError, match="no Resources"):
+        load_stack_template(path)
