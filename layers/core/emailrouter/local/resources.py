@@ -609,9 +609,18 @@ class _LocalStackBuilder:
         self.physical_ids[logical_id] = logical_id
 
     def _bucket_policy(self, logical_id: str, properties: dict[str, Any]) -> None:
-        self.client("s3").put_bucket_policy(
-            Bucket=properties["Bucket"], Policy=json.dumps(properties["PolicyDocument"])
-        )
+        # The local endpoint is plain HTTP on loopback, and moto enforces bucket policies: a
+        # statement that denies requests without TLS (aws:SecureTransport) would refuse every
+        # local request, so only that statement is left out here. The rest applies as written.
+        document = dict(properties["PolicyDocument"])
+        statements = [
+            statement
+            for statement in document.get("Statement", [])
+            if "aws:SecureTransport" not in json.dumps(statement.get("Condition", {}))
+        ]
+        if statements:
+            document["Statement"] = statements
+            self.client("s3").put_bucket_policy(Bucket=properties["Bucket"], Policy=json.dumps(document))
         self.physical_ids[logical_id] = logical_id
 
     def _subscription(self, logical_id: str, properties: dict[str, Any]) -> None:

@@ -46,6 +46,12 @@ class StackEndpoints:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
 
 
+def _reset_moto(endpoint: str) -> None:
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+
+
 class LocalStack:
     def __init__(
         self,
@@ -82,6 +88,8 @@ class LocalStack:
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             self._moto.start()
             endpoint = f"http://127.0.0.1:{port}"
+            # moto keeps its state per process, shared by every server in it: start clean.
+            _reset_moto(endpoint)
             self._set_env(
                 {
                     "AWS_ENDPOINT_URL": endpoint,
@@ -128,6 +136,9 @@ class LocalStack:
         """Stop everything this stack started; safe to call twice."""
         if self.runner is not None:
             self.runner.stop()
+        if self.endpoints is not None:
+            with contextlib.suppress(Exception):
+                _reset_moto(self.endpoints.aws_endpoint)
         for component in (self.dovecot, self.dataverse, self._moto):
             if component is not None:
                 with contextlib.suppress(Exception):  # keep stopping the rest

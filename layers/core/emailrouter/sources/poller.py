@@ -21,6 +21,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.factory import open_source
+from emailrouter.tenancy.errors import SecretAccessError
 from emailrouter.tenancy.models import MailboxHealth
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class MailboxPoller:
             result.state, result.reason = "failing", f"unreachable: {error}"
         except SourceError as error:
             result.state, result.reason = "failing", f"source error: {error}"
+        except SecretAccessError as error:
+            result.state, result.reason = "failing", f"credentials: {error}"
         self._record_health(tenant, mailbox, result)
         return result
 
