@@ -56,7 +56,7 @@ def test_import_stores_config_and_secret_and_is_idempotent(local_stack: LocalSta
         (GOOD.replace("protocol: imap", "protocol: carrier-pigeon"), "mailboxes.0.protocol"),
         (GOOD.replace("emailrouter/northwind/sales\n    delete", "emailrouter/other/sales\n    delete"), "must be named"),
         (GOOD.replace("tenant_id: northwind", "tenant_id: North Wind"), "tenant_id"),
-        (GOOD.replace("host: mail.northwind.example\n", ""), "needs a host"),
+        (GOOD.replace("    host: mail.northwind.example\n", ""), "needs a host"),
         ("just a string", "expected a tenant mapping"),
     ],
 )

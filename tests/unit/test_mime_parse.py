@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.models import Address, Attachment
 from emailrouter.mime.parse import parse_message
@@ -364,7 +363,7 @@ def test_bare_lf_and_crlf_line_endings_give_the_same_result() -> None:
 
 
 def test_malformed_content_type_is_treated_as_plain_text_with_a_defect() -> None:
-    raw = b"From: a@example.com\r\nContent-Type: texthtml;; charset=\"utf-8\r\n\r\n<b>not html</b>"
+    raw = b'From: a@example.com\r\nContent-Type: texthtml;; charset="utf-8\r\n\r\n<b>not html</b>'
 
     parsed = parse_message(raw)
 
@@ -786,7 +785,7 @@ def test_fingerprint_survives_refolding_reencoding_and_recipient_order() -> None
         b"\r\nHello Bob,\r\nhere it is.\r\n"
     )
     refolded = (
-        b"From: \"Ann\" <ANN@example.com>\nTo: c@example.com,\n b@example.com\n"
+        b'From: "Ann" <ANN@example.com>\nTo: c@example.com,\n b@example.com\n'
         b"Subject: =?utf-8?q?Quarterly_report?=\n for November\nDate: Fri, 27 Nov 2026 06:00:00 +0100\n"
         b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n"
         b"\nSGVsbG8gQm9iLApoZXJlIGl0IGlzLgo=\n"

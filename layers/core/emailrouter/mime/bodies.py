@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from email import policy
 from email.generator import BytesGenerator
 from email.message import Message
-from email.parser import BytesParser
 from typing import Literal
 
 from emailrouter.mime.charsets import decode_text
@@ -27,6 +26,7 @@ from emailrouter.mime.html_text import html_to_text, plain_to_html
 from emailrouter.mime.models import Attachment
 from emailrouter.mime.params import ContentHeader, mime_type, parse_content_header
 from emailrouter.mime.transfer import decode_transfer
+from emailrouter.mime.tree import parse_tree
 
 MAX_DEPTH = 50
 MAX_FILENAME = 255
@@ -255,11 +255,8 @@ class BodyWalker:
         if found and depth < MAX_DEPTH:
             boundary = found.group(1).removesuffix(b"--")
             head = b'Content-Type: %s; boundary="%s"\r\n\r\n' % (info.mimetype.encode("ascii"), boundary)
-            try:
-                repaired = BytesParser(policy=policy.default).parsebytes(head + body)
-            except Exception:  # fall through to treating the body as text
-                repaired = None
-            if repaired is not None and _children(repaired) is not None:
+            repaired, usable = parse_tree(head + body, self._defects)
+            if usable and _children(repaired) is not None:
                 self._defects.add("multipart-boundary-recovered")
                 self.walk(repaired, depth + 1, role)
                 return
@@ -272,6 +269,8 @@ class BodyWalker:
             sniffed = _HTML_META_CHARSET.search(content[:4096])
             charset = sniffed.group(1).decode("ascii") if sniffed else None
         text = _clean_body_text(decode_text(content, charset, self._defects, "body")).rstrip()
+        if not text.strip():
+            return
         if info.subtype == "html":
             if role in ("all", "html"):
                 self.result.html_parts.append(text)

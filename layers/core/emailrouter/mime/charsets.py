@@ -114,7 +114,7 @@ def decode_text(data: bytes, label: str | None, defects: DefectLog, where: str =
         if guessed:
             defects.add("charset-guessed", where, "windows-1252")
         return text
-    if codec in _WINDOWS_1252_IN_DISGUISE and data.isascii() is False:
+    if codec in _WINDOWS_1252_IN_DISGUISE and not data.isascii():
         if codec == "ascii":
             text, guessed = decode_guess(data)
             defects.add("charset-mislabelled", where, "windows-1252" if guessed else "utf-8")

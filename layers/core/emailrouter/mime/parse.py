@@ -9,8 +9,6 @@ not bytes, no header block) raises `MalformedMessageError`.
 from __future__ import annotations
 
 import re
-from email import policy
-from email.parser import BytesParser
 from typing import TYPE_CHECKING
 
 from emailrouter.mime.addresses import parse_address_list
@@ -26,10 +24,9 @@ from emailrouter.mime.headers import (
     parse_references,
 )
 from emailrouter.mime.models import ParsedMessage
+from emailrouter.mime.tree import parse_tree
 
 if TYPE_CHECKING:
-    from email.message import Message
-
     from emailrouter.mime.models import Address
 
 # Headers kept in `ParsedMessage.headers`, decoded, first value only.
@@ -80,23 +77,6 @@ def _header_block_start(data: bytes, defects: DefectLog) -> int:
     raise MalformedMessageError("no header block (no 'Name: value' line before the body)")
 
 
-def _parse_structure(data: bytes, defects: DefectLog) -> tuple[Message, bool]:
-    """The email package's tree; falls back to headers only when the body defeats the parser."""
-    for parser_policy in (policy.default, policy.compat32):
-        try:
-            return BytesParser(policy=parser_policy).parsebytes(data), True
-        except RecursionError:
-            defects.add("nesting-too-deep", "parser")
-            break
-        except Exception:  # try the next, more forgiving policy
-            defects.add("parser-fallback", parser_policy.__class__.__name__)
-            continue
-    try:
-        return BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True), False
-    except Exception as error:
-        raise MalformedMessageError(f"unreadable header block: {type(error).__name__}") from error
-
-
 def _selected_headers(headers: RawHeaders, defects: DefectLog) -> dict[str, str]:
     selected: dict[str, str] = {}
     for name in SELECTED_HEADERS:
@@ -127,7 +107,9 @@ def _as_bytes(raw: object) -> bytes:
     raise MalformedMessageError(f"expected the message as bytes, got {type(raw).__name__}")
 
 
-def parse_message(raw: bytes, *, max_attachment_bytes: int | None = None) -> ParsedMessage:
+def parse_message(
+    raw: bytes | bytearray | memoryview, *, max_attachment_bytes: int | None = None
+) -> ParsedMessage:
     """Parse one raw message into what the pipeline needs.
 
     `max_attachment_bytes` drops larger attachments, each with a defect
@@ -142,7 +124,7 @@ def parse_message(raw: bytes, *, max_attachment_bytes: int | None = None) -> Par
         raise MalformedMessageError("empty message")
     defects = DefectLog()
     start = _header_block_start(data, defects)
-    message, has_structure = _parse_structure(data[start:], defects)
+    message, has_structure = parse_tree(data[start:], defects)
     headers = RawHeaders.of(message)
 
     for name in _SINGLE_HEADERS:
