@@ -117,8 +117,12 @@ def test_raw_mail_bucket_is_encrypted_private_versioned_and_expires_mail(
     assert lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
     # The template denies non-TLS access; the local endpoint is plain HTTP, so that one
     # statement (the policy's only one) is not applied locally and objects can be written.
-    template_policy = load_stack_template(TEMPLATE).resources["RawMailBucketPolicy"]["Properties"]["PolicyDocument"]
-    assert [s["Condition"] for s in template_policy["Statement"]] == [{"Bool": {"aws:SecureTransport": "false"}}]
+    template_policy = load_stack_template(TEMPLATE).resources["RawMailBucketPolicy"]["Properties"][
+        "PolicyDocument"
+    ]
+    assert [s["Condition"] for s in template_policy["Statement"]] == [
+        {"Bool": {"aws:SecureTransport": "false"}}
+    ]
     with pytest.raises(s3.exceptions.ClientError, match="NoSuchBucketPolicy"):
         s3.get_bucket_policy(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="raw/t/m/x.eml", Body=b"x")

@@ -44,8 +44,14 @@ def test_import_stores_config_and_secret_and_is_idempotent(local_stack: LocalSta
     tenant = TenantStore().get("northwind")
     assert tenant.crm.url == "https://northwind.crm4.dynamics.com"
     mailbox = tenant.mailbox("sales")
-    assert (mailbox.address, mailbox.effective_port, mailbox.tracking.value) == ("sales@northwind.example", 993, "responses")
-    stored = aws.client("secretsmanager").get_secret_value(SecretId="emailrouter/northwind/sales")["SecretString"]
+    assert (mailbox.address, mailbox.effective_port, mailbox.tracking.value) == (
+        "sales@northwind.example",
+        993,
+        "responses",
+    )
+    stored = aws.client("secretsmanager").get_secret_value(SecretId="emailrouter/northwind/sales")[
+        "SecretString"
+    ]
     assert json.loads(stored) == {"username": "sales", "password": "s3cret-value"}
     assert "s3cret-value" not in tenant.model_dump_json()
 
@@ -54,13 +60,18 @@ def test_import_stores_config_and_secret_and_is_idempotent(local_stack: LocalSta
     ("text", "message"),
     [
         (GOOD.replace("protocol: imap", "protocol: carrier-pigeon"), "mailboxes.0.protocol"),
-        (GOOD.replace("emailrouter/northwind/sales\n    delete", "emailrouter/other/sales\n    delete"), "must be named"),
+        (
+            GOOD.replace("emailrouter/northwind/sales\n    delete", "emailrouter/other/sales\n    delete"),
+            "must be named",
+        ),
         (GOOD.replace("tenant_id: northwind", "tenant_id: North Wind"), "tenant_id"),
         (GOOD.replace("    host: mail.northwind.example\n", ""), "needs a host"),
         ("just a string", "expected a tenant mapping"),
     ],
 )
-def test_invalid_files_are_refused_with_a_clear_reason(local_stack: LocalStack, tmp_path: Path, text: str, message: str) -> None:
+def test_invalid_files_are_refused_with_a_clear_reason(
+    local_stack: LocalStack, tmp_path: Path, text: str, message: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
 

@@ -72,9 +72,25 @@ def test_create_body_is_a_received_email_with_parties_and_attachments() -> None:
     assert (body["directioncode"], body["statecode"], body["statuscode"]) == (False, 1, 4)
     assert len(body["subject"]) == 800 and body["notifications"] == 2  # truncated body/subject flag
     parties = body["email_activity_parties"]
-    assert parties[0] == {"participationtypemask": 1, "addressused": "carl@client.example", "partyid_contact@odata.bind": "/contacts(c-1)"}
+    assert parties[0] == {
+        "participationtypemask": 1,
+        "addressused": "carl@client.example",
+        "partyid_contact@odata.bind": "/contacts(c-1)",
+    }
     assert {"participationtypemask": 2, "addressused": "nobody@else.example"} in parties
-    assert {"participationtypemask": 3, "addressused": "uma@acme.example", "partyid_systemuser@odata.bind": "/systemusers(u-1)"} in parties
-    assert len([p for p in parties if p["participationtypemask"] == 1]) == 1  # the sender is the first match only
+    assert {
+        "participationtypemask": 3,
+        "addressused": "uma@acme.example",
+        "partyid_systemuser@odata.bind": "/systemusers(u-1)",
+    } in parties
+    assert (
+        len([p for p in parties if p["participationtypemask"] == 1]) == 1
+    )  # the sender is the first match only
     attachment = body["email_activity_mime_attachment"][0]
-    assert attachment == {"filename": "a.pdf", "mimetype": "application/pdf", "body": "JVBERg==", "objecttypecode": "email", "attachmentcontentid": "img1"}
+    assert attachment == {
+        "filename": "a.pdf",
+        "mimetype": "application/pdf",
+        "body": "JVBERg==",
+        "objecttypecode": "email",
+        "attachmentcontentid": "img1",
+    }

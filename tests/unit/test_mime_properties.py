@@ -145,6 +145,7 @@ def _assert_well_formed(parsed: ParsedMessage, raw: bytes) -> None:
     for name, value in parsed.headers.items():
         assert isinstance(name, str) and isinstance(value, str) and not re.search(r"[\r\n]", value)
     assert all(isinstance(defect, str) for defect in parsed.defects)
+    assert not any(defect.startswith("body-unreadable") for defect in parsed.defects)  # the safety net
     assert parsed.size == len(raw)
     assert _FINGERPRINT.fullmatch(parsed.fingerprint)
     # Everything must survive JSON/UTF-8 on the way to Dataverse: no lone surrogates.

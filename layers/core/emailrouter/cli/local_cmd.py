@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +15,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--time-scale", type=float, default=1.0, help="shrink schedules and visibility timeouts")
     up.set_defaults(func=cmd_up)
     demo = lsub.add_parser("demo", help="run the demo organization end to end and print a summary")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the stack running after the summary (Ctrl-C stops)"
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -25,11 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     stack = LocalStack(workdir=args.workdir, time_scale=args.time_scale)
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        if stack.runner is not None:
-            stack.runner.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
+    stack.stop_on_signals()
     try:
         endpoints = stack.start()
         print(f"local stack up; endpoints in {stack.workdir / 'stack.json'}")
@@ -51,4 +48,4 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from emailrouter.local.demo import run_demo
 
-    return run_demo()
+    return run_demo(keep=args.keep)

@@ -239,9 +239,11 @@ def print_summary(summary: DemoSummary, elapsed: float) -> None:
         f"  finished in {elapsed:.1f} s",
         "",
         "Where to look next:",
-        "  emailrouter local up                       keep the stack running",
-        "  emailrouter messages list --tenant demo    every message and its outcome",
-        "  emailrouter status                         mailbox health and queue depths",
+        "  emailrouter local demo --keep              run it again and keep the stack up; then, in",
+        "    emailrouter messages list --tenant demo    another terminal: every message and its outcome",
+        "    emailrouter mailboxes list --tenant demo   mailbox health",
+        "    emailrouter status                         queue and DLQ depths",
+        "  README.md, docs/operations.md              deploying, onboarding, operating",
         "",
     ]
     if summary.problems:
@@ -249,7 +251,7 @@ def print_summary(summary: DemoSummary, elapsed: float) -> None:
     print("\n".join(lines))
 
 
-def run_demo(time_scale: float = 0.01) -> int:
+def run_demo(time_scale: float = 0.01, keep: bool = False) -> int:
     started = time.monotonic()
     stack = LocalStack(time_scale=time_scale)
     try:
@@ -269,6 +271,11 @@ def run_demo(time_scale: float = 0.01) -> int:
             return 1
         summary = collect_summary(stack, len(plan), outbound_ids)
         print_summary(summary, time.monotonic() - started)
+        if keep:
+            print(f"The stack keeps running (endpoints in {stack.workdir / 'stack.json'}); Ctrl-C stops it.")
+            sys.stdout.flush()
+            stack.stop_on_signals()
+            stack.runner.serve_forever()
         return 1 if summary.problems else 0
     finally:
         stack.stop()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def load_handler(name: str, app_path: Path) -> Handler:
         raise ImportError(f"cannot load {app_path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.handler  # type: ignore[no-any-return]
+    return module.handler
 
 
 class LocalRunner:

@@ -12,10 +12,12 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from emailrouter import aws
@@ -44,6 +46,18 @@ class StackEndpoints:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+
+def _quiet_local_servers() -> None:
+    """moto logs every request and warns about each template resource it skips; the local
+    stack reports what matters itself."""
+    import logging
+    import warnings
+
+    for name in ("werkzeug", "moto", "moto.cloudformation.parsing"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"moto\..*")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 def _reset_moto(endpoint: str) -> None:
@@ -77,6 +91,8 @@ class LocalStack:
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> StackEndpoints:
         from moto.server import ThreadedMotoServer
+
+        _quiet_local_servers()
 
         from emailrouter.local.resources import create_local_resources
         from emulators.dataverse import DataverseEmulator
@@ -149,6 +165,17 @@ class LocalStack:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         self._restore_env()
+
+    def stop_on_signals(self) -> None:
+        """Ctrl-C and SIGTERM end the runner loop so `stop()` runs. Set explicitly: a process a
+        shell starts in the background inherits SIGINT as ignored."""
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            if self.runner is not None:
+                self.runner.stop()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
 
     def __enter__(self) -> LocalStack:
         self.start()

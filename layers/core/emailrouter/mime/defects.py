@@ -7,9 +7,12 @@ meant for operators and for the pipeline's decisions, so they are stable.
 
 from __future__ import annotations
 
+import re
+
 MAX_DEFECTS = 100  # hostile input must not turn the defect list into a memory sink
 # Codes the pipeline acts on are kept even when the log is full.
 ALWAYS_KEPT = frozenset({"attachment-too-large"})
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class DefectLog:
@@ -21,7 +24,7 @@ class DefectLog:
 
     def add(self, code: str, *details: object) -> None:
         """Record `code` (with `details` joined by `:`) once; drop it when the log is full."""
-        entry = ":".join([code, *(str(detail) for detail in details)])
+        entry = ":".join([code, *(_UNPRINTABLE.sub("", str(detail))[:120] for detail in details)])
         if entry in self._seen:
             return
         if len(self._items) >= MAX_DEFECTS and code not in ALWAYS_KEPT:

@@ -73,11 +73,7 @@ def _decode_word_payload(encoding: str, payload: str, name: str, defects: Defect
             defects.add("encoded-word-padding", name)
         elif len(payload) % 4 and payload.endswith("="):
             defects.add("encoded-word-padding", name)
-        try:
-            return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4))
-        except (binascii.Error, ValueError):
-            defects.add("encoded-word-invalid", name)
-            return payload.encode("ascii", errors="replace")
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4))
     data = payload.replace("_", " ").encode("utf-8", errors="surrogateescape")
     return binascii.a2b_qp(data, header=True)
 

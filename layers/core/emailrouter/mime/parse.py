@@ -2,7 +2,7 @@
 
 `parse_message` is the only entry point. It never raises for mail that is
 merely broken: it repairs what it can and lists each repair in `defects`
-(codes in docs of `emailrouter.mime`). Input that is not mail at all (empty,
+(the codes are listed in `emailrouter.mime`). Input that is not mail at all (empty,
 not bytes, no header block) raises `MalformedMessageError`.
 """
 
@@ -136,7 +136,10 @@ def parse_message(
     linesep = "\r\n" if b"\r\n" in data[start : start + 8192] else "\n"
     walker = BodyWalker(defects, max_attachment_bytes, linesep)
     if has_structure:
-        walker.walk(message)
+        try:
+            walker.walk(message)
+        except Exception as error:  # a parser bug must cost the body, not the whole message
+            defects.add("body-unreadable", type(error).__name__)
     raw_subject = headers.first("subject")
     parsed = ParsedMessage(
         message_id=parse_message_id(headers.first("message-id"), "Message-ID", defects),
