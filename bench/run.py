@@ -18,12 +18,12 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import requests
+
+from bench.corpus import build_corpus, size_distribution
 from emailrouter.clock import iso
 from emailrouter.local.stack import LocalStack
 from emailrouter.queues.messages import InboundMessage
 from emailrouter.queues.sender import QueueSender
-
-from bench.corpus import build_corpus, size_distribution
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 INBOUND_COUNT = 200
@@ -82,7 +82,6 @@ def bench_inbound(stack: LocalStack, corpus: list[bytes]) -> dict[str, float]:
 
 def bench_outbound(stack: LocalStack) -> dict[str, float]:
     from emailrouter import aws
-
     from tests.helpers import CONTACT_ID, USER_ID
 
     aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")

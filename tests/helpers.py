@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import requests
+
 from emailrouter.clock import iso
 from emailrouter.local.stack import LocalStack
 from emailrouter.queues.messages import InboundMessage

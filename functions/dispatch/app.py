@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from emailrouter.observability import logger, metrics, tracer
 from emailrouter.runtime import get_runtime
 from emailrouter.sources.jobs import dispatch_poll_jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.outbound.jobs import dispatch_all_tenants
 

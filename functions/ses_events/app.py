@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.outbound.jobs import handle_ses_event
 from emailrouter.runtime import get_runtime

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
+
 from emailrouter.local import demo
 from emailrouter.local.stack import LocalStack
 from emailrouter.runtime import get_runtime

@@ -9,7 +9,6 @@ from emailrouter.ledger.store import Ledger
 from emailrouter.local.stack import LocalStack
 from emailrouter.routing.faults import FaultPoints
 from emailrouter.runtime import reset_runtime
-
 from tests.helpers import (
     CONTACT_ID,
     QUEUE_ID,

@@ -7,11 +7,11 @@ from email.parser import BytesParser
 from typing import Any
 
 import requests
+
 from emailrouter import aws
 from emailrouter.local.stack import LocalStack
 from emailrouter.routing.faults import FaultPoints
 from emailrouter.runtime import reset_runtime
-
 from tests.helpers import CONTACT_ID, USER_ID, add_tenant, crm_get, seed_org
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emailrouter.local.dovecot import NOBODY, DovecotServer, dovecot_available, find_dovecot_binaries
 
+from emailrouter.local.dovecot import NOBODY, DovecotServer, dovecot_available, find_dovecot_binaries
 from tests.fixtures.dovecot import MailboxUser, sample_message
 
 pytestmark = pytest.mark.dovecot

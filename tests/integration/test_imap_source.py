@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 
 import pytest
+
 from emailrouter.local.dovecot import DovecotServer
 from emailrouter.sources.base import MailboxCursor, iter_new_messages
 from emailrouter.sources.errors import (
@@ -15,7 +16,6 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.imap import ImapSource, mailbox_argument
-
 from tests.fixtures.dovecot import Listener, MailboxUser, sample_message
 
 pytestmark = pytest.mark.dovecot

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from emailrouter.local.resources import LocalResources, create_local_resources
 from emailrouter.local.template import StackTemplate, load_stack_template, resolve_environment
-
 from tests.fixtures.aws import REGION
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

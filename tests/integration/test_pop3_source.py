@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from emailrouter.local.dovecot import DovecotServer
 from emailrouter.sources.base import MailboxCursor, iter_new_messages
 from emailrouter.sources.errors import (
@@ -19,7 +20,6 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.pop3 import Pop3Source
-
 from tests.fixtures.dovecot import Listener, MailboxUser, sample_message
 
 pytestmark = pytest.mark.dovecot

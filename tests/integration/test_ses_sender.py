@@ -22,6 +22,7 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.stub import Stubber
+
 from emailrouter.outbound.errors import PermanentSendError, ThrottledError, TransientSendError
 from emailrouter.outbound.models import OutboundAttachment, OutboundEmail, Recipient
 from emailrouter.outbound.render import RenderedMessage, render_mime

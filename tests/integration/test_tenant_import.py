@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from emailrouter import aws
 from emailrouter.local.stack import LocalStack
 from emailrouter.tenancy.errors import InvalidTenantFileError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from emailrouter.egress import ForbiddenHostError, check_host, check_url
 
 FORBIDDEN = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from emailrouter.crm.emails import incoming_email_body
 from emailrouter.crm.parties import PartyMatch
 from emailrouter.mime.models import Address, Attachment, ParsedMessage

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.models import Address, Attachment
 from emailrouter.mime.parse import parse_message

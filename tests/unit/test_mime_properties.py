@@ -7,11 +7,12 @@ import re
 from email.header import Header
 from email.utils import formataddr
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.models import Address, Attachment, ParsedMessage
 from emailrouter.mime.parse import parse_message
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")

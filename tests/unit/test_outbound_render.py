@@ -13,6 +13,7 @@ from email.parser import BytesParser
 from typing import Any
 
 import pytest
+
 from emailrouter.outbound.errors import (
     InvalidRecipientError,
     MessageTooLargeError,

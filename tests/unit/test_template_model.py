@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from emailrouter.config import Settings
 from emailrouter.local.template import (
     GetAtt,
