@@ -5,22 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from emailrouter.observability import count, logger, metrics, tracer
-from emailrouter.queues.messages import InboundMessage
+from emailrouter.queues.messages import InboundMessage, InboundRecord
 from emailrouter.routing.inbound import acknowledge_batch, deliver_one
 from emailrouter.runtime import get_runtime
 
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = BatchProcessor(event_type=EventType.SQS, model=InboundRecord, raise_on_entire_batch_failure=False)
 _delivered: list[InboundMessage] = []
 
 
-def record_handler(record: SQSRecord) -> None:
-    message = InboundMessage.model_validate_json(record.body)
+def record_handler(record: InboundRecord) -> None:
+    message = record.body
     logger.append_keys(tenant_id=message.tenant_id, mailbox_id=message.mailbox_id)
-    result = deliver_one(get_runtime(), message, owner=record.message_id)
+    result = deliver_one(get_runtime(), message, owner=record.messageId)
     logger.info(
         "message delivered", outcome=result.outcome, reason=result.reason, crm_email_id=result.crm_email_id
     )

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from emailrouter.observability import count, logger, metrics, tracer
-from emailrouter.queues.messages import PollJob
+from emailrouter.queues.messages import PollJobRecord
 from emailrouter.runtime import get_runtime
 from emailrouter.sources.jobs import run_poll_job
 
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = BatchProcessor(event_type=EventType.SQS, model=PollJobRecord, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> None:
-    job = PollJob.model_validate_json(record.body)
+def record_handler(record: PollJobRecord) -> None:
+    job = record.body
     logger.append_keys(tenant_id=job.tenant_id, mailbox_id=job.mailbox_id)
     result = run_poll_job(get_runtime(), job)
     logger.info("mailbox polled", fetched=result["fetched"], state=result["state"], reason=result["reason"])

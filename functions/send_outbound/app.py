@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.outbound.jobs import send_one
-from emailrouter.queues.messages import OutboundJob
+from emailrouter.queues.messages import OutboundRecord
 from emailrouter.runtime import get_runtime
 
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = BatchProcessor(
+    event_type=EventType.SQS, model=OutboundRecord, raise_on_entire_batch_failure=False
+)
 
 
-def record_handler(record: SQSRecord) -> None:
-    job = OutboundJob.model_validate_json(record.body)
+def record_handler(record: OutboundRecord) -> None:
+    job = record.body
     logger.append_keys(tenant_id=job.tenant_id, email_id=job.email_id)
     result = send_one(get_runtime(), job)
     logger.info(

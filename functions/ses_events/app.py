@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.outbound.jobs import handle_ses_event
 from emailrouter.runtime import get_runtime
 
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = BatchProcessor(
+    event_type=EventType.SQS, model=SqsRecordModel, raise_on_entire_batch_failure=False
+)
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SqsRecordModel) -> None:
     event, outcome = handle_ses_event(get_runtime(), record.body)
     if event.tenant_id:
         logger.append_keys(tenant_id=event.tenant_id, email_id=event.email_id)

@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from emailrouter.outbound.events import parse_ses_event
-from emailrouter.queues.messages import InboundMessage, OutboundJob, PollJob
+from emailrouter.queues.messages import (
+    InboundMessage,
+    InboundRecord,
+    OutboundJob,
+    OutboundRecord,
+    PollJob,
+    PollJobRecord,
+)
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -21,11 +31,24 @@ def test_every_function_has_a_sample_event() -> None:
     assert functions == samples
 
 
-def test_queue_samples_parse_into_their_models() -> None:
-    assert PollJob.model_validate_json(_body("poll_mailbox.json")).mailbox_id == "support"
-    inbound = InboundMessage.model_validate_json(_body("deliver_inbound.json"))
-    assert inbound.raw_b64 and inbound.size > 0
-    assert OutboundJob.model_validate_json(_body("send_outbound.json")).tenant_id == "demo"
+def _record(name: str) -> dict[str, object]:
+    return dict(json.loads((EVENTS / name).read_text())["Records"][0])
+
+
+def test_queue_samples_parse_into_the_records_the_handlers_take() -> None:
+    job = PollJobRecord.model_validate(_record("poll_mailbox.json")).body
+    assert isinstance(job, PollJob) and job.mailbox_id == "support"
+    inbound = InboundRecord.model_validate(_record("deliver_inbound.json")).body
+    assert isinstance(inbound, InboundMessage) and inbound.raw_b64 and inbound.size > 0
+    outbound = OutboundRecord.model_validate(_record("send_outbound.json")).body
+    assert isinstance(outbound, OutboundJob) and outbound.tenant_id == "demo"
+
+
+def test_a_queue_body_that_is_not_our_message_is_refused() -> None:
+    record = _record("deliver_inbound.json")
+    record["body"] = json.dumps({"tenant_id": "demo"})
+    with pytest.raises(ValidationError):
+        InboundRecord.model_validate(record)
 
 
 def test_ses_bounce_sample_names_tenant_email_and_permanence() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 
 class PollJob(BaseModel):
@@ -39,3 +40,17 @@ class OutboundJob(BaseModel):
     tenant_id: str
     email_id: str
     enqueued_at: str
+
+
+class PollJobRecord(SqsRecordModel):
+    """An SQS record whose body is a PollJob (Powertools parser validates it on receipt)."""
+
+    body: Json[PollJob]
+
+
+class InboundRecord(SqsRecordModel):
+    body: Json[InboundMessage]
+
+
+class OutboundRecord(SqsRecordModel):
+    body: Json[OutboundJob]

@@ -1,0 +1,45 @@
+"""SES events through SNS → SQS → ses_events: a hard bounce marks the CRM email Failed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emailrouter import aws
+from emailrouter.ledger.store import Ledger
+from emailrouter.local.stack import LocalStack
+from tests.functional.test_send_outbound import _pending_send, _prepare
+from tests.helpers import crm_get
+
+SAMPLE = Path(__file__).resolve().parents[2] / "events" / "ses_events.json"
+
+
+def _bounce_for(email_id: str, ses_message_id: str) -> str:
+    sns = json.loads(json.loads(SAMPLE.read_text())["Records"][0]["body"])
+    event = json.loads(sns["Message"])
+    event["mail"]["messageId"] = ses_message_id
+    event["mail"]["tags"] = {"tenant_id": ["acme"], "email_id": [email_id]}
+    event["mail"]["headers"] = [h for h in event["mail"]["headers"] if h["name"] != "X-EmailRouter-Id"]
+    return json.dumps(event)
+
+
+def test_permanent_bounce_marks_the_sent_email_failed_once(local_stack: LocalStack) -> None:
+    _prepare(local_stack)
+    email_id = _pending_send(local_stack, "Will bounce later")
+    assert local_stack.runner is not None and local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
+    record = Ledger().get_outbound("acme", email_id)
+    assert record is not None and record.ses_message_id
+
+    topic = local_stack.endpoints.resources["SesEventsTopic"]  # type: ignore[union-attr]
+    message = _bounce_for(email_id, record.ses_message_id)
+    sns = aws.client("sns")
+    sns.publish(TopicArn=topic, Message=message)
+    sns.publish(TopicArn=topic, Message=message)  # SNS delivers at least once
+    assert local_stack.runner.drain(30)
+
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (0, 8)
+    after = Ledger().get_outbound("acme", email_id)
+    assert after is not None and after.last_event == "Bounce"
+    assert local_stack.runner.stats.by_function.get("SesEventsFunction", 0) >= 1
+    assert local_stack.runner.stats.failed_records == 0
