@@ -72,7 +72,8 @@ def add_tenant(
             "tenant_id": TENANT,
             "crm": {"url": stack.endpoints.dataverse_url, "credential_secret": secret},
             "mailboxes": mailboxes
-            or [
+            if mailboxes is not None
+            else [
                 {
                     "mailbox_id": "help",
                     "address": "help@acme.example",

@@ -20,6 +20,8 @@ def _bounce_for(email_id: str, ses_message_id: str) -> str:
     event["mail"]["messageId"] = ses_message_id
     event["mail"]["tags"] = {"tenant_id": ["acme"], "email_id": [email_id]}
     event["mail"]["headers"] = [h for h in event["mail"]["headers"] if h["name"] != "X-EmailRouter-Id"]
+    event["mail"]["destination"] = ["carl@client.example"]
+    event["bounce"]["bouncedRecipients"][0]["emailAddress"] = "carl@client.example"
     return json.dumps(event)
 
 
@@ -43,3 +45,24 @@ def test_permanent_bounce_marks_the_sent_email_failed_once(local_stack: LocalSta
     assert after is not None and after.last_event == "Bounce"
     assert local_stack.runner.stats.by_function.get("SesEventsFunction", 0) >= 1
     assert local_stack.runner.stats.failed_records == 0
+
+
+def test_hard_bounced_recipient_is_suppressed_for_the_tenant(local_stack: LocalStack) -> None:
+    _prepare(local_stack)
+    first = _pending_send(local_stack, "First")
+    assert local_stack.runner is not None and local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
+    record = Ledger().get_outbound("acme", first)
+    assert record is not None and record.ses_message_id
+    topic = local_stack.endpoints.resources["SesEventsTopic"]  # type: ignore[union-attr]
+    aws.client("sns").publish(TopicArn=topic, Message=_bounce_for(first, record.ses_message_id))
+    assert local_stack.runner.drain(30)
+
+    second = _pending_send(local_stack, "Second, to the same address")
+    assert local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
+
+    row = crm_get(local_stack, f"emails({second})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (0, 8)
+    failed = Ledger().get_outbound("acme", second)
+    assert (
+        failed is not None and "suppression list" in failed.reason and "carl@client.example" in failed.reason
+    )

@@ -22,6 +22,7 @@ class Settings(BaseModel):
     poll_jobs_queue_url: str = ""
     inbound_queue_url: str = ""
     outbound_queue_url: str = ""
+    ses_configuration_set: str = ""
     local_mode: bool = False
     inline_max_bytes: int = 192 * 1024
     raw_mail_retention_days: int = 30

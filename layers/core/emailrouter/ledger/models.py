@@ -52,5 +52,6 @@ class OutboundRecord(BaseModel):
     ses_header_message_id: str | None = None
     reason: str = ""
     last_event: str | None = None
+    accepted_ses_id: str | None = None  # from an SES event: proof SES accepted the message
     queued_at: str = ""
     updated_at: str = ""

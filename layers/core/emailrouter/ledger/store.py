@@ -9,6 +9,7 @@ The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -269,7 +270,7 @@ class Ledger:
             {k: v for k, v in data.items() if k in OutboundRecord.model_fields}
         )
 
-    def enqueue_outbound(self, tenant_id: str, email_id: str, requeue_after_seconds: int) -> bool:
+    def enqueue_outbound(self, tenant_id: str, email_id: str, requeue_after_seconds: float) -> bool:
         """Record that a send job exists; False when one is already queued (no duplicate jobs)."""
         now = epoch()
         try:
@@ -286,7 +287,7 @@ class Ledger:
                     {
                         ":queued": OutboundState.QUEUED.value,
                         ":now": now,
-                        ":stale": now - requeue_after_seconds,
+                        ":stale": int(now - requeue_after_seconds),
                         ":ts": iso(),
                         ":tenant": tenant_id,
                         ":email": email_id,
@@ -305,7 +306,7 @@ class Ledger:
                 TableName=self._table,
                 Key=self._out_key(tenant_id, email_id),
                 UpdateExpression=(
-                    "SET #s = :sending, message_id = :mid, intent_at = :ts, updated_at = :ts, "
+                    "SET #s = :sending, message_id = :mid, intent_at = :ts, intent_epoch = :now, updated_at = :ts, "
                     "attempts = if_not_exists(attempts, :zero) + :one, tenant_id = :tenant, email_id = :email"
                 ),
                 ConditionExpression="attribute_not_exists(pk) OR #s = :queued",
@@ -316,6 +317,7 @@ class Ledger:
                         ":queued": OutboundState.QUEUED.value,
                         ":mid": message_id,
                         ":ts": iso(),
+                        ":now": epoch(),
                         ":zero": 0,
                         ":one": 1,
                         ":tenant": tenant_id,
@@ -366,11 +368,92 @@ class Ledger:
             ses_header_message_id=ses_header_message_id,
         )
 
-    def release_send(self, tenant_id: str, email_id: str, reason: str) -> bool:
-        """SES refused for now (throttled, or nothing sent): back to queued for a later retry."""
+    def release_send(self, tenant_id: str, email_id: str, reason: str, *, counts_as_attempt: bool) -> bool:
+        """Nothing was sent (SES throttled, or proven not accepted): back to queued for a retry.
+        Throttling is not a failed attempt, so it gives the attempt back."""
+        if not counts_as_attempt:
+            record = self.get_outbound(tenant_id, email_id)
+            attempts = max(0, (record.attempts if record else 1) - 1)
+            return self._transition(
+                tenant_id,
+                email_id,
+                OutboundState.QUEUED,
+                [OutboundState.SENDING],
+                reason=reason,
+                attempts=attempts,
+            )
         return self._transition(
             tenant_id, email_id, OutboundState.QUEUED, [OutboundState.SENDING], reason=reason
         )
+
+    def requeue_stuck(self, tenant_id: str, email_id: str, stale_after_seconds: float) -> bool:
+        """A send job for an email whose intent is older than the sending-status delay; at most
+        one such job per delay period."""
+        now = epoch()
+        stale = now - stale_after_seconds
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET requeued_epoch = :now, updated_at = :ts",
+                ConditionExpression=(
+                    "#s = :sending AND intent_epoch < :stale AND "
+                    "(attribute_not_exists(requeued_epoch) OR requeued_epoch < :stale)"
+                ),
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values(
+                    {
+                        ":now": now,
+                        ":ts": iso(),
+                        ":sending": OutboundState.SENDING.value,
+                        ":stale": Decimal(str(stale)),
+                    }
+                ),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def intent_age_seconds(self, tenant_id: str, email_id: str) -> float | None:
+        item = self._ddb.get_item(
+            TableName=self._table, Key=self._out_key(tenant_id, email_id), ConsistentRead=True
+        ).get("Item")
+        if not item or "intent_epoch" not in item:
+            return None
+        return float(epoch() - int(item["intent_epoch"]["N"]))
+
+    # ---- suppression ---------------------------------------------------------------------
+    def suppress(self, tenant_id: str, address: str, reason: str) -> None:
+        """A recipient that hard-bounced or complained: the tenant stops sending to it."""
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_values(
+                {
+                    "pk": f"TENANT#{tenant_id}",
+                    "sk": f"SUPP#{address.lower()}",
+                    "tenant_id": tenant_id,
+                    "reason": reason[:300],
+                    "updated_at": iso(),
+                }
+            ),
+        )
+
+    def suppressed(self, tenant_id: str, addresses: list[str]) -> set[str]:
+        wanted = sorted({a.lower() for a in addresses})
+        found: set[str] = set()
+        for start in range(0, len(wanted), 100):
+            chunk = wanted[start : start + 100]
+            response = self._ddb.batch_get_item(
+                RequestItems={
+                    self._table: {
+                        "Keys": [{"pk": _pk(tenant_id), "sk": {"S": f"SUPP#{a}"}} for a in chunk],
+                        "ProjectionExpression": "sk",
+                    }
+                }
+            )
+            for item in response.get("Responses", {}).get(self._table, []):
+                found.add(item["sk"]["S"].removeprefix("SUPP#"))
+        return found
 
     def record_failed(self, tenant_id: str, email_id: str, reason: str) -> bool:
         return self._transition(
@@ -381,15 +464,20 @@ class Ledger:
             reason=reason,
         )
 
-    def record_event(self, tenant_id: str, email_id: str, event: str, detail: str) -> bool:
-        """Attach an SES event to an outbound record; False when the router has no such record."""
+    def record_event(
+        self, tenant_id: str, email_id: str, event: str, detail: str, ses_message_id: str = ""
+    ) -> bool:
+        """Attach an SES event to an outbound record; False when the router has no such record.
+        Any event proves SES accepted the message: its id is kept as `accepted_ses_id`."""
         try:
             self._ddb.update_item(
                 TableName=self._table,
                 Key=self._out_key(tenant_id, email_id),
-                UpdateExpression="SET last_event = :e, event_detail = :d, updated_at = :ts",
+                UpdateExpression="SET last_event = :e, event_detail = :d, updated_at = :ts, accepted_ses_id = :sid",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=_values({":e": event, ":d": detail, ":ts": iso()}),
+                ExpressionAttributeValues=_values(
+                    {":e": event, ":d": detail, ":ts": iso(), ":sid": ses_message_id or "unknown"}
+                ),
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             return False

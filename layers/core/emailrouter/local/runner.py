@@ -94,6 +94,7 @@ class LocalRunner:
         time_scale: float = 1.0,
         sqs_client: Any | None = None,
         on_crash: Callable[[str, BaseException], None] | None = None,
+        pumps: list[Callable[[], int]] | None = None,
     ) -> None:
         self.functions = {f.name: f for f in functions}
         self.queues = queues
@@ -103,6 +104,9 @@ class LocalRunner:
         self.stats = InvocationStats()
         self._sqs = sqs_client or aws.client("sqs")
         self._on_crash = on_crash
+        # Work the local stack does between invocations that AWS does by itself (SES
+        # publishing its events); each returns how many things it produced.
+        self.pumps = list(pumps or [])
         self._stop = threading.Event()
 
     def _handler(self, name: str) -> Handler:
@@ -180,11 +184,14 @@ class LocalRunner:
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
 
+    def pump(self) -> int:
+        return sum(pump() for pump in self.pumps)
+
     def drain(self, max_seconds: float = 120.0) -> bool:
         """Run the event sources until every queue is empty; True when idle within the limit."""
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
-            handed = sum(self.poll_queue(binding) for binding in self.queues)
+            handed = self.pump() + sum(self.poll_queue(binding) for binding in self.queues)
             if handed == 0:
                 if all(self.queue_depth(binding) == 0 for binding in self.queues):
                     return True
@@ -205,7 +212,7 @@ class LocalRunner:
         """What `emailrouter local up` runs until Ctrl-C: schedules by the clock, queues polled."""
         while not self._stop.is_set():
             self.fire_due_schedules()
-            handed = sum(self.poll_queue(binding) for binding in self.queues)
+            handed = self.pump() + sum(self.poll_queue(binding) for binding in self.queues)
             if handed == 0:
                 self._stop.wait(idle_sleep)
 

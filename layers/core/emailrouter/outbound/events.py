@@ -24,6 +24,7 @@ class SesEvent:
     email_id: str | None
     detail: str
     permanent_failure: bool
+    suppress: tuple[str, ...] = ()  # recipients the tenant should stop sending to
 
 
 def parse_ses_event(body: str) -> SesEvent:
@@ -41,29 +42,43 @@ def parse_ses_event(body: str) -> SesEvent:
             if str(header.get("name", "")).lower() == HEADER.lower() and "/" in str(header.get("value", "")):
                 tenant_id, email_id = str(header["value"]).split("/", 1)
     detail, permanent = event_type, False
+    suppress: tuple[str, ...] = ()
     if event_type == "Bounce":
         bounce = data.get("bounce") or {}
         permanent = bounce.get("bounceType") == "Permanent"
+        bounced = bounce.get("bouncedRecipients", [])
         recipients = [
-            r.get("diagnosticCode") or r.get("emailAddress", "") for r in bounce.get("bouncedRecipients", [])
+            f"{r.get('emailAddress', '')} ({r.get('diagnosticCode') or r.get('status') or 'no diagnostic'})"
+            for r in bounced
         ]
-        detail = (
-            f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}: {'; '.join(map(str, recipients))}"
-        )
+        detail = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}: {'; '.join(recipients)}"
+        if permanent:
+            suppress = tuple(str(r["emailAddress"]).lower() for r in bounced if r.get("emailAddress"))
     elif event_type == "Complaint":
-        detail = f"complaint: {(data.get('complaint') or {}).get('complaintFeedbackType', 'unspecified')}"
+        complaint = data.get("complaint") or {}
+        detail = f"complaint: {complaint.get('complaintFeedbackType', 'unspecified')}"
+        complained = complaint.get("complainedRecipients", [])
+        suppress = tuple(str(r["emailAddress"]).lower() for r in complained if r.get("emailAddress"))
     elif event_type == "Reject":
         permanent = True
         detail = f"rejected: {(data.get('reject') or {}).get('reason', '')}"
-    return SesEvent(event_type, str(mail.get("messageId", "")), tenant_id, email_id, detail[:500], permanent)
+    return SesEvent(
+        event_type, str(mail.get("messageId", "")), tenant_id, email_id, detail[:500], permanent, suppress
+    )
 
 
 def apply_ses_event(event: SesEvent, tenants: TenantStore, ledger: Ledger, crm: CrmConnections) -> str:
-    """Record the event; a permanent bounce or a reject marks the CRM email Failed. Returns what was done."""
+    """Record the event (any event proves SES accepted the message); hard-bounced and
+    complaining recipients go on the tenant's suppression list; a permanent bounce or a reject
+    marks the CRM email Failed. Returns what was done."""
     if not (event.tenant_id and event.email_id):
         return "ignored: not sent by the router"
-    if not ledger.record_event(event.tenant_id, event.email_id, event.event_type, event.detail):
+    if not ledger.record_event(
+        event.tenant_id, event.email_id, event.event_type, event.detail, event.ses_message_id
+    ):
         return "ignored: no outbound record for this email"
+    for address in event.suppress:
+        ledger.suppress(event.tenant_id, address, event.detail)
     if not event.permanent_failure:
         return f"recorded {event.event_type}"
     tenant = tenants.get(event.tenant_id)

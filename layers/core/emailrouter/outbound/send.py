@@ -1,19 +1,23 @@
 """send_outbound's work for one CRM email: claim → render → intent → SES → Sent/Failed.
 
-Never twice: the intent (state `sending` with our Message-ID) is in the ledger before SES is
-called, and only a `queued` email may get one. A worker that finds an intent without an SES id
-cannot know whether SES accepted the message (the process may have died in between), so it
-never sends again: it waits for the SES Send/Delivery event to confirm, and after the tenant's
-sending-status delay marks the email Failed with "outcome unknown" for a person to check.
+Never twice. The CRM claim (Pending Send → Sending, If-Match on the ETag) keeps two workers
+from racing; the ledger intent (state `sending`, our Message-ID), written only from `queued`
+and before SES is called, is the real mutual exclusion. A worker that finds an intent without
+an SES id cannot know from its own records whether SES accepted the message — the process may
+have died between SES's answer and the ledger write, the one window no design closes. It never
+resends on a guess: SES publishes a Send event for every message it accepts (the configuration
+set's event destination → `ses_events`, which records it on the intent), so
+- an intent with such an event is Sent, without a second send;
+- an intent still without one after the tenant's sending-status delay (default 30 minutes,
+  far beyond SES's event latency) was not accepted, and is sent now — its first real send.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from emailrouter.clock import iso, now
+from emailrouter.clock import iso
 from emailrouter.crm.emails import (
     STATE_COMPLETED,
     STATE_OPEN,
@@ -34,7 +38,10 @@ from emailrouter.routing.outcomes import RetryLater
 if TYPE_CHECKING:
     from emailrouter.crm.client import DataverseClient
     from emailrouter.crm.connections import CrmConnections
+    from emailrouter.ledger.models import OutboundRecord
     from emailrouter.ledger.store import Ledger
+    from emailrouter.outbound.compose import CrmEmail
+    from emailrouter.outbound.models import OutboundEmail
     from emailrouter.outbound.ses import SesSender
     from emailrouter.tenancy.models import TenantConfig
 
@@ -69,83 +76,125 @@ class OutboundSender:
         record = self._ledger.get_outbound(tenant.tenant_id, email_id)
         if email.statuscode == STATUS_SENT:
             return SendResult(tenant.tenant_id, email_id, "skipped", "already sent")
-        if record is not None and record.state in (OutboundState.SENDING, OutboundState.SENT):
-            return self._resume(client, tenant, email_id, email.etag, record.state, record.updated_at)
-        if email.statuscode != STATUS_PENDING_SEND or not email.directioncode:
+        if record is not None and record.state is OutboundState.SENT:
+            self._mark_sent(client, email_id)
+            return SendResult(tenant.tenant_id, email_id, "sent", "marked Sent after an interruption")
+        if record is not None and record.state is OutboundState.FAILED:
+            return SendResult(tenant.tenant_id, email_id, "skipped", f"failed earlier: {record.reason}")
+        if record is not None and record.state is OutboundState.SENDING:
+            settled = self._settle_intent(client, tenant, email_id, record)
+            if settled is not None:
+                return settled
+            record = self._ledger.get_outbound(tenant.tenant_id, email_id)
+        if not email.directioncode or email.statuscode not in (STATUS_PENDING_SEND, STATUS_SENDING):
             self._ledger.record_failed(
                 tenant.tenant_id, email_id, f"not pending send (status {email.statuscode})"
             )
             return SendResult(tenant.tenant_id, email_id, "skipped", f"status is {email.statuscode}")
+        if record is not None and record.attempts >= tenant.outbound.max_attempts:
+            return self._fail(
+                client, tenant, email_id, None, f"gave up after {record.attempts} attempts: {record.reason}"
+            )
+        return self._claim_and_send(client, tenant, email)
+
+    # ---- the send itself ---------------------------------------------------------------
+    def _claim_and_send(self, client: DataverseClient, tenant: TenantConfig, email: CrmEmail) -> SendResult:
+        tenant_id, email_id = tenant.tenant_id, email.email_id
         try:
-            rendered = render_mime(to_outbound(client, tenant.tenant_id, email))
+            outbound = self._without_suppressed(tenant_id, to_outbound(client, tenant_id, email))
+            rendered = render_mime(outbound)
         except RenderError as error:
             return self._fail(client, tenant, email_id, email.etag, f"cannot render: {error}")
-        try:
-            client.update(
-                "emails",
-                email_id,
-                {
-                    "statecode": STATE_COMPLETED,
-                    "statuscode": STATUS_SENDING,
-                    "messageid": rendered.message_id,
-                },
-                etag=email.etag,
-            )
-        except CrmConflictError:
-            return SendResult(tenant.tenant_id, email_id, "skipped", "claimed by another worker")
+        if email.statuscode == STATUS_PENDING_SEND:
+            try:
+                client.update(
+                    "emails",
+                    email_id,
+                    {
+                        "statecode": STATE_COMPLETED,
+                        "statuscode": STATUS_SENDING,
+                        "messageid": rendered.message_id,
+                    },
+                    etag=email.etag,
+                )
+            except CrmConflictError:
+                return SendResult(tenant_id, email_id, "skipped", "claimed by another worker")
+        # Already Sending without an intent: a claim whose worker stopped before recording
+        # the intent. Nothing was sent; the intent below decides who sends.
         self._faults.reach("after_claim")
-        if not self._ledger.begin_send(tenant.tenant_id, email_id, rendered.message_id):
-            return SendResult(tenant.tenant_id, email_id, "skipped", "a send is already recorded")
+        if not self._ledger.begin_send(tenant_id, email_id, rendered.message_id):
+            return SendResult(tenant_id, email_id, "skipped", "a send is already recorded")
         self._faults.reach("after_intent")
-        sender_address = rendered.from_address
         try:
             ses_id = self._ses.send(
-                rendered, from_address=sender_address, tenant_name=tenant.outbound.ses_tenant_name
+                rendered,
+                from_address=rendered.from_address,
+                tenant_name=tenant.outbound.ses_tenant_name,
+                configuration_set=tenant.outbound.configuration_set,
+                tags={"tenant_id": tenant_id, "email_id": email_id},
             )
         except ThrottledError as error:
-            # Nothing was sent: give the email back to Pending Send and retry later.
-            self._ledger.release_send(tenant.tenant_id, email_id, f"throttled: {error}")
-            client.update(
-                "emails", email_id, {"statecode": STATE_COMPLETED, "statuscode": STATUS_PENDING_SEND}
-            )
+            self._ledger.release_send(tenant_id, email_id, f"throttled: {error}", counts_as_attempt=False)
             raise RetryLater(f"SES throttled: {error}") from None
         except PermanentSendError as error:
             return self._fail(client, tenant, email_id, None, f"SES refused: {error.reason}")
         except TransientSendError as error:
-            # SES may have accepted it: leave the intent in place; _resume settles it later.
-            raise RetryLater(f"SES outcome unknown: {error}") from None
+            # SES may have accepted it: the intent stays; the Send event (or its absence
+            # after the delay) settles it.
+            return SendResult(tenant_id, email_id, "pending", f"SES outcome unknown: {error}")
         self._faults.reach("after_ses_accepted")
-        self._ledger.record_sent(
-            tenant.tenant_id, email_id, ses_id, ses_assigned_message_id(ses_id, self._region)
-        )
+        self._ledger.record_sent(tenant_id, email_id, ses_id, ses_assigned_message_id(ses_id, self._region))
         self._faults.reach("before_mark_sent")
         self._mark_sent(client, email_id)
-        return SendResult(tenant.tenant_id, email_id, "sent", ses_message_id=ses_id)
+        return SendResult(tenant_id, email_id, "sent", ses_message_id=ses_id)
 
-    def _resume(
-        self,
-        client: DataverseClient,
-        tenant: TenantConfig,
-        email_id: str,
-        etag: str,
-        state: OutboundState,
-        since: str,
-    ) -> SendResult:
-        record = self._ledger.get_outbound(tenant.tenant_id, email_id)
-        if state is OutboundState.SENT or (record and (record.ses_message_id or record.last_event)):
-            self._mark_sent(client, email_id)
-            return SendResult(tenant.tenant_id, email_id, "sent", "recovered after interruption")
-        age_minutes = (now() - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() / 60
-        if age_minutes < tenant.outbound.sending_status_delay_minutes:
-            raise RetryLater("send outcome not yet known; waiting for the SES event")
-        return self._fail(
-            client,
-            tenant,
-            email_id,
-            None,
-            "send outcome unknown: the worker stopped after handing the message to SES and no SES "
-            "event confirmed delivery; not resent to avoid a duplicate",
+    def _without_suppressed(self, tenant_id: str, outbound: OutboundEmail) -> OutboundEmail:
+        """Recipients on the tenant's suppression list (hard bounces, complaints) are dropped."""
+        everyone = [r.email for r in (*outbound.to, *outbound.cc, *outbound.bcc)]
+        suppressed = self._ledger.suppressed(tenant_id, everyone)
+        if not suppressed:
+            return outbound
+        kept = replace(
+            outbound,
+            to=[r for r in outbound.to if r.email.lower() not in suppressed],
+            cc=[r for r in outbound.cc if r.email.lower() not in suppressed],
+            bcc=[r for r in outbound.bcc if r.email.lower() not in suppressed],
         )
+        if not (kept.to or kept.cc or kept.bcc):
+            raise RenderError(
+                f"every recipient is on the tenant's suppression list ({', '.join(sorted(suppressed))})"
+            )
+        return kept
+
+    # ---- interrupted sends ---------------------------------------------------------------
+    def _settle_intent(
+        self, client: DataverseClient, tenant: TenantConfig, email_id: str, record: OutboundRecord
+    ) -> SendResult | None:
+        """An intent without a recorded SES answer. Returns a result, or None when the intent
+        was released (SES never accepted it) and the caller should send now."""
+        if record.accepted_ses_id or record.ses_message_id:
+            self._ledger.record_sent(
+                tenant.tenant_id,
+                email_id,
+                record.accepted_ses_id or record.ses_message_id or "",
+                ses_assigned_message_id(record.accepted_ses_id or "", self._region)
+                if record.accepted_ses_id
+                else "",
+            )
+            self._mark_sent(client, email_id)
+            return SendResult(tenant.tenant_id, email_id, "sent", "SES event confirmed the interrupted send")
+        age = self._ledger.intent_age_seconds(tenant.tenant_id, email_id) or 0.0
+        if age < tenant.outbound.sending_status_delay_minutes * 60:
+            return SendResult(
+                tenant.tenant_id, email_id, "pending", "waiting for SES to confirm an interrupted send"
+            )
+        self._ledger.release_send(
+            tenant.tenant_id,
+            email_id,
+            f"no SES event {age:.0f} s after an interrupted send: it was not accepted",
+            counts_as_attempt=True,
+        )
+        return None
 
     def _mark_sent(self, client: DataverseClient, email_id: str) -> None:
         client.update(

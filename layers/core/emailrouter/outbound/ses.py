@@ -64,21 +64,33 @@ class SesSender:
         """The client's region (SES's assigned Message-ID is regional)."""
         return str(self._client.meta.region_name)
 
-    def send(self, rendered: RenderedMessage, *, from_address: str, tenant_name: str | None) -> str:
+    def send(
+        self,
+        rendered: RenderedMessage,
+        *,
+        from_address: str,
+        tenant_name: str | None,
+        configuration_set: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
         """Send `rendered` as-is and return SES's MessageId (``0100…-000000``).
 
         All envelope recipients (To, Cc and Bcc) go in ``Destination.ToAddresses``: for Raw
         content the Destination is only the SMTP envelope; the visible To/Cc are the message's
         own headers. `tenant_name` scopes the send to an SES tenant when the installed botocore
         knows the parameter (it is dropped otherwise; see `supports_tenant_name`).
+        `configuration_set` overrides the sender's default for this message; `tags` become SES
+        message tags, which SES copies into every event about the message (`mail.tags`).
         """
         request: dict[str, Any] = {
             "FromEmailAddress": from_address,
             "Destination": {"ToAddresses": list(rendered.recipients)},
             "Content": {"Raw": {"Data": rendered.raw}},
         }
-        if self._configuration_set:
-            request["ConfigurationSetName"] = self._configuration_set
+        if configuration_set or self._configuration_set:
+            request["ConfigurationSetName"] = configuration_set or self._configuration_set
+        if tags:
+            request["EmailTags"] = [{"Name": name, "Value": value} for name, value in tags.items()]
         if tenant_name and self.supports_tenant_name:
             request["TenantName"] = tenant_name
         try:

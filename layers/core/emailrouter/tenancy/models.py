@@ -111,7 +111,7 @@ class OutboundConfig(BaseModel):
     configuration_set: str | None = None
     ses_tenant_name: str | None = None
     max_attempts: int = Field(default=3, ge=1, le=20)
-    sending_status_delay_minutes: int = Field(default=30, ge=1)
+    sending_status_delay_minutes: float = Field(default=30, gt=0)
 
 
 class TenantConfig(BaseModel):
