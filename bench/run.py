@@ -82,41 +82,12 @@ def bench_inbound(stack: LocalStack, corpus: list[bytes]) -> dict[str, float]:
 
 def bench_outbound(stack: LocalStack) -> dict[str, float]:
     from emailrouter import aws
-    from tests.helpers import CONTACT_ID, USER_ID
+    from tests.helpers import pending_send
 
     aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
-    api = f"{stack.dataverse.url}/api/data/v9.2/"
-    headers = {
-        "Authorization": f"Bearer {stack.endpoints.dataverse_token}",
-        "Content-Type": "application/json",
-    }  # type: ignore[union-attr]
+    session = requests.Session()
     for i in range(OUTBOUND_COUNT):
-        response = requests.post(
-            api + "emails",
-            json={
-                "subject": f"Outbound {i}",
-                "description": "<p>Hello</p>" * 50,
-                "directioncode": True,
-                "email_activity_parties": [
-                    {
-                        "participationtypemask": 1,
-                        "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
-                        "addressused": "uma@acme.example",
-                    },
-                    {
-                        "participationtypemask": 2,
-                        "partyid_contact@odata.bind": f"/contacts({CONTACT_ID})",
-                        "addressused": "carl@client.example",
-                    },
-                ],
-            },
-            headers=headers,
-            timeout=10,
-        )
-        email_id = response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
-        requests.patch(
-            api + f"emails({email_id})", json={"statecode": 1, "statuscode": 6}, headers=headers, timeout=10
-        )
+        pending_send(stack, f"Outbound {i}", description="<p>Hello</p>" * 50, session=session)
     assert stack.runner is not None
     before = _requests_total(_stats(stack))
     wall0 = time.perf_counter()

@@ -19,6 +19,7 @@ USER_ID = "aaaaaaaa-0000-0000-0000-000000000001"
 CONTACT_ID = "cccccccc-0000-0000-0000-000000000001"
 ACCOUNT_ID = "dddddddd-0000-0000-0000-000000000001"
 QUEUE_ID = "eeeeeeee-0000-0000-0000-000000000001"
+USER_MAILBOX_ID = "ffffffff-0000-0000-0000-000000000001"
 
 
 def seed_org(stack: LocalStack) -> None:
@@ -50,6 +51,15 @@ def seed_org(stack: LocalStack) -> None:
             ],
             "queues": [
                 {"queueid": QUEUE_ID, "name": "Help", "emailaddress": "help@acme.example", "statecode": 0}
+            ],
+            # Uma's mailbox sends through the router (Server-Side Synchronization or Email Router).
+            "mailboxes": [
+                {
+                    "mailboxid": USER_MAILBOX_ID,
+                    "name": "Uma User",
+                    "emailaddress": "uma@acme.example",
+                    "outgoingemaildeliverymethod": 2,
+                }
             ],
         }
     )
@@ -147,3 +157,50 @@ def incoming_emails(stack: LocalStack) -> list[dict[str, Any]]:
         "email_activity_mime_attachment($select=filename,mimetype,attachmentcontentid)",
     )
     return list(body["value"])
+
+
+def pending_send(
+    stack: LocalStack,
+    subject: str,
+    to: str = "carl@client.example",
+    description: str = "<p>Hello <b>Carl</b></p>",
+    session: requests.Session | None = None,
+) -> str:
+    """An email from Uma to `to`, composed in the CRM and sent there (Pending Send), as a user
+    would: create it with its parties, then move it to Completed / Pending Send."""
+    assert stack.endpoints is not None
+    http = session or requests.Session()
+    api = f"{stack.endpoints.dataverse_url}/api/data/v9.2/"
+    headers = {
+        "Authorization": f"Bearer {stack.endpoints.dataverse_token}",
+        "Content-Type": "application/json",
+    }
+    response = http.post(
+        api + "emails",
+        json={
+            "subject": subject,
+            "description": description,
+            "directioncode": True,
+            "sendermailboxid@odata.bind": f"/mailboxes({USER_MAILBOX_ID})",
+            "email_activity_parties": [
+                {
+                    "participationtypemask": 1,
+                    "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
+                    "addressused": "uma@acme.example",
+                },
+                {
+                    "participationtypemask": 2,
+                    "partyid_contact@odata.bind": f"/contacts({CONTACT_ID})",
+                    "addressused": to,
+                },
+            ],
+        },
+        headers=headers,
+        timeout=10,
+    )
+    response.raise_for_status()
+    email_id = response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    http.patch(
+        f"{api}emails({email_id})", json={"statecode": 1, "statuscode": 6}, headers=headers, timeout=10
+    ).raise_for_status()
+    return email_id

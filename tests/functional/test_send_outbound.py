@@ -12,44 +12,11 @@ from emailrouter import aws
 from emailrouter.local.stack import LocalStack
 from emailrouter.routing.faults import FaultPoints
 from emailrouter.runtime import reset_runtime
-from tests.helpers import CONTACT_ID, USER_ID, add_tenant, crm_get, seed_org
+from tests.helpers import add_tenant, crm_get, pending_send, seed_org
 
 
 def _pending_send(stack: LocalStack, subject: str, to: str = "carl@client.example") -> str:
-    endpoints = stack.endpoints
-    assert endpoints is not None
-    headers = {"Authorization": f"Bearer {endpoints.dataverse_token}", "Content-Type": "application/json"}
-    response = requests.post(
-        f"{endpoints.dataverse_url}/api/data/v9.2/emails",
-        json={
-            "subject": subject,
-            "description": "<p>Hello <b>Carl</b></p>",
-            "directioncode": True,
-            "email_activity_parties": [
-                {
-                    "participationtypemask": 1,
-                    "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
-                    "addressused": "uma@acme.example",
-                },
-                {
-                    "participationtypemask": 2,
-                    "partyid_contact@odata.bind": f"/contacts({CONTACT_ID})",
-                    "addressused": to,
-                },
-            ],
-        },
-        headers=headers,
-        timeout=10,
-    )
-    response.raise_for_status()
-    email_id = response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
-    requests.patch(
-        f"{endpoints.dataverse_url}/api/data/v9.2/emails({email_id})",
-        json={"statecode": 1, "statuscode": 6},
-        headers=headers,
-        timeout=10,
-    ).raise_for_status()
-    return email_id
+    return pending_send(stack, subject, to)
 
 
 def _ses_sent(stack: LocalStack) -> list[dict[str, Any]]:
@@ -117,3 +84,26 @@ def test_unverified_sender_marks_email_failed_with_reason(local_stack: LocalStac
     assert (row["statecode"], row["statuscode"]) == (0, 8)
     record = Ledger().get_outbound("acme", email_id)
     assert record is not None and "MessageRejected" in record.reason
+
+
+def test_tenant_tracking_tokens_go_on_the_subject_and_the_crm_email(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack, tracking_token={"enabled": True, "prefix": "CRM", "base": 0})
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+    first = _pending_send(local_stack, "Quote A")
+    second = _pending_send(local_stack, "Quote B")
+
+    assert local_stack.runner is not None and local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
+
+    subjects = sorted(
+        str(BytesParser(policy=policy.default).parsebytes(m["raw_data"].encode())["Subject"])
+        for m in _ses_sent(local_stack)
+    )
+    assert subjects == ["Quote A CRM:0001001", "Quote B CRM:0001002"] or subjects == [
+        "Quote A CRM:0001002",
+        "Quote B CRM:0001001",
+    ]
+    tokens = {
+        crm_get(local_stack, f"emails({e})?$select=trackingtoken")["trackingtoken"] for e in (first, second)
+    }
+    assert tokens == {"CRM:0001001", "CRM:0001002"}

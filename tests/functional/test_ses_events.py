@@ -39,8 +39,11 @@ def test_permanent_bounce_marks_the_sent_email_failed_once(local_stack: LocalSta
     sns.publish(TopicArn=topic, Message=message)  # SNS delivers at least once
     assert local_stack.runner.drain(30)
 
-    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode,description")
     assert (row["statecode"], row["statuscode"]) == (0, 8)
+    assert row["description"].startswith("<p>Hello <b>Carl</b></p>")  # the body is kept
+    assert row["description"].count("Delivery failed") == 1  # once, though SNS delivered twice
+    assert "550 5.1.1 user unknown" in row["description"]
     after = Ledger().get_outbound("acme", email_id)
     assert after is not None and after.last_event == "Bounce"
     assert local_stack.runner.stats.by_function.get("SesEventsFunction", 0) >= 1

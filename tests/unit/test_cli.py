@@ -21,6 +21,8 @@ COMMANDS = [
     ["messages", "list"],
     ["messages", "show"],
     ["messages", "replay"],
+    ["outbound"],
+    ["outbound", "show"],
     ["status"],
     ["dlq", "list"],
     ["dlq", "redrive"],

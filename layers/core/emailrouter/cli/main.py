@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_cmd.register(sub)
     tenants_cmd.register(sub)
     messages_cmd.register(sub)
+    messages_cmd.register_outbound(sub)
     status_cmd.register(sub)
     return parser
 

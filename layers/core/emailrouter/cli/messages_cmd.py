@@ -115,3 +115,22 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"{result.outcome.value}: {result.reason or result.crm_email_id or ''} (key {result.message_key})".strip()
         )
     return 0 if result.outcome is not Outcome.QUARANTINED else 2
+
+
+def register_outbound(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    outbound = sub.add_parser("outbound", help="CRM emails the router sends")
+    osub = outbound.add_subparsers(dest="action", required=True)
+    show = osub.add_parser("show", help="one outbound email's send record (state, SES ids, reason)")
+    show.add_argument("email_id")
+    show.add_argument("--tenant", required=True)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_outbound_show)
+
+
+def cmd_outbound_show(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    record = runtime.ledger.get_outbound(args.tenant, args.email_id)
+    if record is None:
+        raise CliError(f"tenant {args.tenant} has no outbound record for email {args.email_id}")
+    emit(record.model_dump(mode="json"), args.json)
+    return 0

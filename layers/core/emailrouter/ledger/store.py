@@ -262,8 +262,20 @@ class Ledger:
         item = self._ddb.get_item(
             TableName=self._table, Key=self._out_key(tenant_id, email_id), ConsistentRead=True
         ).get("Item")
-        if not item:
-            return None
+        return self._outbound(item) if item else None
+
+    def list_outbound(self, tenant_id: str) -> Iterator[OutboundRecord]:
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :out)",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":out": {"S": "OUT#"}},
+        ):
+            for item in page.get("Items", []):
+                yield self._outbound(item)
+
+    @staticmethod
+    def _outbound(item: dict[str, Any]) -> OutboundRecord:
         data = _plain(item)
         data["attempts"] = int(data.get("attempts", 0))
         return OutboundRecord.model_validate(
@@ -387,8 +399,9 @@ class Ledger:
         )
 
     def requeue_stuck(self, tenant_id: str, email_id: str, stale_after_seconds: float) -> bool:
-        """A send job for an email whose intent is older than the sending-status delay; at most
-        one such job per delay period."""
+        """A send job for an email left in Sending by an interrupted worker (intent recorded, or
+        sent but not yet marked Sent) once its intent is older than the sending-status delay; at
+        most one such job per delay period."""
         now = epoch()
         stale = now - stale_after_seconds
         try:
@@ -397,7 +410,7 @@ class Ledger:
                 Key=self._out_key(tenant_id, email_id),
                 UpdateExpression="SET requeued_epoch = :now, updated_at = :ts",
                 ConditionExpression=(
-                    "#s = :sending AND intent_epoch < :stale AND "
+                    "#s IN (:sending, :sent) AND intent_epoch < :stale AND "
                     "(attribute_not_exists(requeued_epoch) OR requeued_epoch < :stale)"
                 ),
                 ExpressionAttributeNames={"#s": "state"},
@@ -406,6 +419,7 @@ class Ledger:
                         ":now": now,
                         ":ts": iso(),
                         ":sending": OutboundState.SENDING.value,
+                        ":sent": OutboundState.SENT.value,
                         ":stale": Decimal(str(stale)),
                     }
                 ),
@@ -421,6 +435,51 @@ class Ledger:
         if not item or "intent_epoch" not in item:
             return None
         return float(epoch() - int(item["intent_epoch"]["N"]))
+
+    # ---- tracking-token numbers ----------------------------------------------------------
+    def _add(self, tenant_id: str, sk: str, attribute: str) -> int:
+        response = self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": sk}},
+            UpdateExpression="ADD #n :one SET tenant_id = :tenant",
+            ExpressionAttributeNames={"#n": attribute},
+            ExpressionAttributeValues=_values({":one": 1, ":tenant": tenant_id}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"][attribute]["N"])
+
+    def token_numbers(self, tenant_id: str, sender_id: str) -> tuple[int, int]:
+        """(user number, counter) for the next tracking token of a sending user or queue.
+
+        A sender gets its number once (an atomic sequence per tenant); each token takes the
+        next value of that sender's counter. Both are atomic ADDs, so concurrent senders never
+        share a token."""
+        item = self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"TOKEN#SENDER#{sender_id}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if item:
+            user_number = int(item["user_number"]["N"])
+        else:
+            candidate = self._add(tenant_id, "TOKEN#SEQ", "next_user")
+            try:
+                self._ddb.put_item(
+                    TableName=self._table,
+                    Item=_values(
+                        {
+                            "pk": f"TENANT#{tenant_id}",
+                            "sk": f"TOKEN#SENDER#{sender_id}",
+                            "user_number": candidate,
+                        }
+                    ),
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+                user_number = candidate
+            except self._ddb.exceptions.ConditionalCheckFailedException:
+                return self.token_numbers(tenant_id, sender_id)
+        counter = self._add(tenant_id, f"TOKEN#SENDER#{sender_id}", "counter")
+        return user_number, counter
 
     # ---- suppression ---------------------------------------------------------------------
     def suppress(self, tenant_id: str, address: str, reason: str) -> None:

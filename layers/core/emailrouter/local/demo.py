@@ -26,6 +26,8 @@ FABRIKAM = "22222222-0000-0000-0000-000000000001"
 DANA = "33333333-0000-0000-0000-000000000001"
 EVAN = "33333333-0000-0000-0000-000000000002"
 SUPPORT_QUEUE = "55555555-0000-0000-0000-000000000001"
+ALICE_MAILBOX = "77777777-0000-0000-0000-000000000001"
+SUPPORT_MAILBOX = "77777777-0000-0000-0000-000000000002"
 
 
 @dataclass
@@ -103,6 +105,7 @@ def seed_organization(stack: LocalStack) -> list[str]:
             "subject": "Your quote 1002",
             "description": "<p>Dear Dana,</p><p>our quote <b>1002</b> is attached.</p>",
             "directioncode": True,
+            "sendermailboxid@odata.bind": f"/mailboxes({ALICE_MAILBOX})",
             "regardingobjectid_account_email@odata.bind": f"/accounts({FABRIKAM})",
             "email_activity_parties": [
                 {
@@ -129,6 +132,7 @@ def seed_organization(stack: LocalStack) -> list[str]:
             "subject": "We received your question about INV-7781",
             "description": "<p>Hello Evan,</p><p>we are looking into it.</p>",
             "directioncode": True,
+            "sendermailboxid@odata.bind": f"/mailboxes({SUPPORT_MAILBOX})",
             "email_activity_parties": [
                 {
                     "participationtypemask": 1,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 Handler = Callable[[dict[str, Any], Any], Any]
+PUMP_INTERVAL = 0.5
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -107,6 +108,7 @@ class LocalRunner:
         # Work the local stack does between invocations that AWS does by itself (SES
         # publishing its events); each returns how many things it produced.
         self.pumps = list(pumps or [])
+        self._last_pump = 0.0
         self._stop = threading.Event()
 
     def _handler(self, name: str) -> Handler:
@@ -184,7 +186,13 @@ class LocalRunner:
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
 
-    def pump(self) -> int:
+    def pump(self, force: bool = False) -> int:
+        """Run the pumps; while busy at most every PUMP_INTERVAL seconds (a pump may re-read a
+        growing list, as the SES publisher reads moto's sent mail), always when `force`."""
+        now = time.monotonic()
+        if not force and now - self._last_pump < PUMP_INTERVAL:
+            return 0
+        self._last_pump = now
         return sum(pump() for pump in self.pumps)
 
     def drain(self, max_seconds: float = 120.0) -> bool:
@@ -193,7 +201,9 @@ class LocalRunner:
         while time.monotonic() < deadline:
             handed = self.pump() + sum(self.poll_queue(binding) for binding in self.queues)
             if handed == 0:
-                if all(self.queue_depth(binding) == 0 for binding in self.queues):
+                if self.pump(force=True) == 0 and all(
+                    self.queue_depth(binding) == 0 for binding in self.queues
+                ):
                     return True
                 time.sleep(0.2)  # messages in flight: wait for their visibility timeout
         return False

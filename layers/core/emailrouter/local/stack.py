@@ -103,6 +103,9 @@ class LocalStack:
             port = free_port()
             self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             self._moto.start()
+            # boto3 keeps connections alive; non-daemon handler threads would make stop() wait
+            # for each of them to time out.
+            self._moto._server.daemon_threads = True
             endpoint = f"http://127.0.0.1:{port}"
             # moto keeps its state per process, shared by every server in it: start clean.
             _reset_moto(endpoint)
@@ -139,6 +142,7 @@ class LocalStack:
                 environment=environment,
             )
             self.runner = self._build_runner(resources)
+            self._publish_ses_events(endpoint, resources)
             from emailrouter.runtime import reset_runtime
 
             reset_runtime()
@@ -233,6 +237,15 @@ class LocalStack:
         return LocalRunner(
             functions, queues, schedules, REGION, time_scale=self.time_scale, sqs_client=aws.client("sqs")
         )
+
+    def _publish_ses_events(self, endpoint: str, resources: Any) -> None:
+        """moto records sent mail but publishes no SES events; the local stand-in does, to the
+        configuration set's topic, so `ses_events` sees what it would in AWS."""
+        from emailrouter.local.ses_events import LocalSesEventPublisher
+
+        topic = resources.physical_ids.get("SesEventsTopic")
+        if topic and self.runner is not None:
+            self.runner.pumps.append(LocalSesEventPublisher(endpoint, topic, REGION, in_process=True).pump)
 
     def _set_env(self, values: dict[str, str]) -> None:
         for key, value in values.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,5 +84,27 @@ def apply_ses_event(event: SesEvent, tenants: TenantStore, ledger: Ledger, crm: 
         return f"recorded {event.event_type}"
     tenant = tenants.get(event.tenant_id)
     client = crm.for_tenant(tenant).client
-    client.update("emails", event.email_id, {"statecode": STATE_OPEN, "statuscode": STATUS_FAILED})
+    row = client.get(f"emails({event.email_id})?$select=description")
+    client.update(
+        "emails",
+        event.email_id,
+        {
+            "statecode": STATE_OPEN,
+            "statuscode": STATUS_FAILED,
+            "description": with_failure_note(str(row.get("description") or ""), event),
+        },
+    )
     return f"marked failed: {event.detail}"
+
+
+FAILURE_NOTE_CLASS = "emailrouter-delivery-failure"
+
+
+def with_failure_note(description: str, event: SesEvent) -> str:
+    """The email's body with the delivery failure appended where CRM users see it: the email
+    table has no column for a failure reason. Applied once per email (a replayed event or a
+    second bounce does not stack notes)."""
+    if FAILURE_NOTE_CLASS in description:
+        return description
+    note = html.escape(f"Delivery failed ({event.event_type}, reported by Amazon SES): {event.detail}")
+    return description + '<hr><p class="' + FAILURE_NOTE_CLASS + '">' + note + "</p>"

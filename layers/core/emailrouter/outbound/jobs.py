@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
-from emailrouter.crm.errors import CrmError
 from emailrouter.observability import logger
-from emailrouter.outbound.dispatch import DispatchResult, dispatch_tenant
+from emailrouter.outbound.dispatch import dispatch_tenants
 from emailrouter.outbound.events import apply_ses_event, parse_ses_event
 
 if TYPE_CHECKING:
+    from emailrouter.outbound.dispatch import DispatchResult
     from emailrouter.outbound.events import SesEvent
     from emailrouter.outbound.send import SendResult
     from emailrouter.queues.messages import OutboundJob
     from emailrouter.runtime import Runtime
 
 
-@dataclass
-class TenantDispatch(DispatchResult):
-    error: str = ""
+def dispatch_all_tenants(runtime: Runtime) -> list[DispatchResult]:
+    """Every tenant's new send jobs, queued round-robin across tenants (see outbound.dispatch).
 
-
-def dispatch_all_tenants(runtime: Runtime) -> list[TenantDispatch]:
-    """A tenant whose CRM is unreachable is reported and skipped; the others still dispatch."""
-    results: list[TenantDispatch] = []
-    for tenant in runtime.tenants.all():
-        try:
-            found = dispatch_tenant(
-                tenant, runtime.crm, runtime.ledger, runtime.queue, runtime.settings.outbound_queue_url
-            )
-            results.append(TenantDispatch(found.tenant_id, found.found, found.enqueued))
-        except CrmError as error:
-            logger.warning("outbound dispatch failed", tenant_id=tenant.tenant_id, reason=str(error))
-            results.append(TenantDispatch(tenant.tenant_id, error=str(error)))
+    A tenant whose CRM is unreachable is reported and skipped; the others still dispatch.
+    """
+    results = dispatch_tenants(
+        runtime.tenants.all(), runtime.crm, runtime.ledger, runtime.queue, runtime.settings.outbound_queue_url
+    )
+    for result in results:
+        if result.error:
+            logger.warning("outbound dispatch failed", tenant_id=result.tenant_id, reason=result.error)
     return results
 
 

@@ -27,6 +27,7 @@ from emailrouter.crm.emails import (
     STATUS_SENT,
 )
 from emailrouter.crm.errors import CrmConflictError
+from emailrouter.crm.tracking_token import TrackingTokenFormat
 from emailrouter.ledger.models import OutboundState
 from emailrouter.outbound.compose import read_email, to_outbound
 from emailrouter.outbound.errors import PermanentSendError, RenderError, ThrottledError, TransientSendError
@@ -102,21 +103,20 @@ class OutboundSender:
         tenant_id, email_id = tenant.tenant_id, email.email_id
         try:
             outbound = self._without_suppressed(tenant_id, to_outbound(client, tenant_id, email))
+            new_token = self._new_tracking_token(tenant, email, outbound)
             rendered = render_mime(outbound)
         except RenderError as error:
             return self._fail(client, tenant, email_id, email.etag, f"cannot render: {error}")
         if email.statuscode == STATUS_PENDING_SEND:
+            claim: dict[str, object] = {
+                "statecode": STATE_COMPLETED,
+                "statuscode": STATUS_SENDING,
+                "messageid": rendered.message_id,
+            }
+            if new_token:
+                claim["trackingtoken"] = new_token
             try:
-                client.update(
-                    "emails",
-                    email_id,
-                    {
-                        "statecode": STATE_COMPLETED,
-                        "statuscode": STATUS_SENDING,
-                        "messageid": rendered.message_id,
-                    },
-                    etag=email.etag,
-                )
+                client.update("emails", email_id, claim, etag=email.etag)
             except CrmConflictError:
                 return SendResult(tenant_id, email_id, "skipped", "claimed by another worker")
         # Already Sending without an intent: a claim whose worker stopped before recording
@@ -147,6 +147,29 @@ class OutboundSender:
         self._faults.reach("before_mark_sent")
         self._mark_sent(client, email_id)
         return SendResult(tenant_id, email_id, "sent", ses_message_id=ses_id)
+
+    def _new_tracking_token(
+        self, tenant: TenantConfig, email: CrmEmail, outbound: OutboundEmail
+    ) -> str | None:
+        """A token for the subject when the tenant uses tokens and the email has none yet
+        (a retry finds the one its claim wrote). Numbered per sending user or queue."""
+        settings = tenant.tracking_token
+        if not settings.enabled or outbound.tracking_token:
+            return None
+        sender = next(
+            (
+                str(p.get("_partyid_value") or p.get("addressused") or "")
+                for p in email.row.get("email_activity_parties") or []
+                if int(p.get("participationtypemask") or 0) == 1
+            ),
+            outbound.sender.email,
+        )
+        user_number, counter = self._ledger.token_numbers(tenant.tenant_id, sender or outbound.sender.email)
+        token = TrackingTokenFormat(
+            settings.prefix, settings.base, settings.user_digits, settings.counter_digits
+        ).format(user_number, counter)
+        outbound.tracking_token = token
+        return token
 
     def _without_suppressed(self, tenant_id: str, outbound: OutboundEmail) -> OutboundEmail:
         """Recipients on the tenant's suppression list (hard bounces, complaints) are dropped."""

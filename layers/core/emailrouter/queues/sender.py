@@ -29,11 +29,16 @@ class QueueSender:
 
     def send(self, queue_url: str, tenant_id: str, bodies: Sequence[BaseModel]) -> None:
         """Send in batches of ten with MessageGroupId = tenant (SQS fair queues)."""
-        for start in range(0, len(bodies), SQS_BATCH):
-            chunk = bodies[start : start + SQS_BATCH]
+        self.send_grouped(queue_url, [(tenant_id, body) for body in bodies])
+
+    def send_grouped(self, queue_url: str, messages: Sequence[tuple[str, BaseModel]]) -> None:
+        """Send (tenant, body) pairs in the given order, ten per request, each with its own
+        MessageGroupId: an interleaved order across tenants costs no extra requests."""
+        for start in range(0, len(messages), SQS_BATCH):
+            chunk = messages[start : start + SQS_BATCH]
             entries = [
                 {"Id": str(index), "MessageBody": body.model_dump_json(), "MessageGroupId": tenant_id}
-                for index, body in enumerate(chunk)
+                for index, (tenant_id, body) in enumerate(chunk)
             ]
             response = self._sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
             failed = response.get("Failed", [])

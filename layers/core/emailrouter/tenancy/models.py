@@ -112,6 +112,26 @@ class OutboundConfig(BaseModel):
     ses_tenant_name: str | None = None
     max_attempts: int = Field(default=3, ge=1, le=20)
     sending_status_delay_minutes: float = Field(default=30, gt=0)
+    # New send jobs one dispatch run takes for this tenant: a backlog enters the queue a slice
+    # per minute, so it cannot sit in front of other tenants' mail (see outbound/dispatch.py).
+    max_jobs_per_dispatch: int = Field(default=100, ge=1, le=1000)
+    # Send only email whose sending mailbox has outgoingemaildeliverymethod = 2 (Server-Side
+    # Synchronization or Email Router), leaving the rest to whatever else delivers this org's mail.
+    # Off by default: then every outgoing email in Pending Send is the router's to send.
+    only_router_mailboxes: bool = True
+
+
+class TrackingTokenConfig(BaseModel):
+    """The organization's tracking-token settings (CRM's trackingprefix, trackingtokenidbase,
+    trackingtokeniddigits and the counter digits); off unless the tenant uses tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    prefix: str = Field(default="CRM", pattern=r"^[A-Za-z0-9]{1,20}$")
+    base: int = Field(default=0, ge=0, le=999)
+    user_digits: int = Field(default=3, ge=1, le=9)
+    counter_digits: int = Field(default=3, ge=1, le=9)
 
 
 class TenantConfig(BaseModel):
@@ -125,6 +145,7 @@ class TenantConfig(BaseModel):
     crm: CrmConfig
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    tracking_token: TrackingTokenConfig = Field(default_factory=TrackingTokenConfig)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=128 * 1024 * 1024)
 
