@@ -155,3 +155,74 @@ def test_reply_to_tracked_email_takes_its_regarding_record(local_stack: LocalSta
     )
     assert body["value"][0]["_regardingobjectid_value"] == ACCOUNT_ID
     assert list(_ledger_outcomes().values()) == ["correlated"]
+
+
+def test_blocked_attachment_is_dropped_and_the_email_says_so(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    raw = (
+        b"From: carl@client.example\r\nTo: help@acme.example\r\nSubject: Files\r\n"
+        b"Message-ID: <files@client.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nTwo files.\r\n"
+        b'--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="report.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+        b'--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="tool.exe"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n"
+    )
+    enqueue_inbound(local_stack, raw)
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    (email,) = incoming_emails(local_stack)
+    assert [a["filename"] for a in email["email_activity_mime_attachment"]] == ["report.pdf"]
+    assert email["notifications"] == 1  # "not every attachment was saved"
+
+
+def test_reply_with_the_organizations_tracking_token_correlates_without_headers(
+    local_stack: LocalStack,
+) -> None:
+    import requests
+
+    from tests.helpers import ACCOUNT_ID, crm_get
+
+    seed_org(local_stack)
+    add_tenant(local_stack, tracking_token={"enabled": True, "prefix": "CRM", "base": 1})
+    endpoints = local_stack.endpoints
+    assert endpoints is not None
+    requests.post(
+        f"{endpoints.dataverse_url}/api/data/v9.2/emails",
+        json={
+            "subject": "Quote CRM:1001005",
+            "directioncode": True,
+            "trackingtoken": "CRM:1001005",
+            "regardingobjectid_account_email@odata.bind": f"/accounts({ACCOUNT_ID})",
+        },
+        headers={"Authorization": f"Bearer {endpoints.dataverse_token}", "Content-Type": "application/json"},
+        timeout=10,
+    ).raise_for_status()
+    enqueue_inbound(
+        local_stack,
+        raw_mail(subject="RE: Quote CRM:1001005", message_id="<tok-1@client.example>"),
+        source_ref="1",
+    )
+    # Another deployment's token (base 0) does not match this organization's.
+    enqueue_inbound(
+        local_stack,
+        raw_mail(subject="RE: Quote CRM:0001005", message_id="<tok-2@client.example>"),
+        source_ref="2",
+    )
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    ours = crm_get(
+        local_stack, "emails?$filter=messageid eq '<tok-1@client.example>'&$select=_regardingobjectid_value"
+    )
+    theirs = crm_get(
+        local_stack, "emails?$filter=messageid eq '<tok-2@client.example>'&$select=_regardingobjectid_value"
+    )
+    assert ours["value"][0]["_regardingobjectid_value"] == ACCOUNT_ID
+    assert theirs["value"][0]["_regardingobjectid_value"] is None
+    records = {r.message_id: r for r in Ledger().list_messages(TENANT)}
+    assert records["<tok-1@client.example>"].correlation == "tracking-token"
+    assert records["<tok-2@client.example>"].outcome is Outcome.CREATED

@@ -145,6 +145,16 @@ def find_by_message_ids(crm: DataverseClient, message_ids: list[str]) -> list[di
     return list(body.get("value", []))
 
 
+def find_by_tracking_token(crm: DataverseClient, token: str) -> list[dict[str, Any]]:
+    """Emails carrying `token`, oldest first, with their regarding record."""
+    body = crm.get(
+        f"emails?$select=activityid,trackingtoken,_regardingobjectid_value&$filter=trackingtoken eq {odata_literal(token)}"
+        "&$orderby=createdon asc",
+        headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
+    )
+    return list(body.get("value", []))
+
+
 SET_FOR = {
     "account": "accounts",
     "contact": "contacts",

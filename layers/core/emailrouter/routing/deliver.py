@@ -16,13 +16,16 @@ from emailrouter.crm.emails import (
     create_incoming_email,
     email_id_for,
     find_by_message_ids,
+    find_by_tracking_token,
     incoming_email_body,
     regarding_of,
 )
+from emailrouter.crm.tracking_token import TrackingTokenFormat
 from emailrouter.ledger.models import Outcome
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.parse import parse_message
 from emailrouter.queues.sender import raw_bytes
+from emailrouter.routing.attachments import drop_blocked_attachments
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.filters import auto_generated_reason, tracking_reason
 from emailrouter.routing.keys import message_key, raw_key
@@ -141,6 +144,8 @@ class InboundDelivery:
             return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, auto)
         connection = self._crm.for_tenant(tenant)
         regarding, correlation, is_response = self._correlate(connection, parsed)
+        if correlation is None and tenant.tracking_token.enabled:
+            regarding, correlation, is_response = self._correlate_by_token(connection, tenant, parsed)
         addresses = [a.email for a in (parsed.to + parsed.cc + parsed.bcc)]
         if parsed.sender is not None:
             addresses.append(parsed.sender.email)
@@ -150,7 +155,8 @@ class InboundDelivery:
         if reason is not None:
             self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=reason)
             return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, reason)
-        dropped = any(d.startswith("attachment-too-large") for d in parsed.defects)
+        blocked = drop_blocked_attachments(parsed, tenant.blocked_attachment_extensions)
+        dropped = bool(blocked) or any(d.startswith("attachment-too-large") for d in parsed.defects)
         body = incoming_email_body(email_id_for(tenant.tenant_id, key), parsed, resolved, regarding, dropped)
         email_id, _created = create_incoming_email(connection.client, body)
         self._faults.reach("after_crm_write")
@@ -160,6 +166,21 @@ class InboundDelivery:
             tenant.tenant_id, key, owner, outcome, crm_email_id=email_id, correlation=correlation
         )
         return DeliveryResult(tenant.tenant_id, key, outcome, "", email_id, correlation)
+
+    def _correlate_by_token(
+        self, connection: CrmConnection, tenant: TenantConfig, parsed: ParsedMessage
+    ) -> tuple[Regarding | None, str | None, bool]:
+        """The organization's tracking token in the subject (other tenants' tokens never match)."""
+        settings = tenant.tracking_token
+        token = TrackingTokenFormat(
+            settings.prefix, settings.base, settings.user_digits, settings.counter_digits
+        ).find(parsed.subject)
+        if token is None:
+            return None, None, False
+        rows = find_by_tracking_token(connection.client, token)
+        if not rows:
+            return None, None, False
+        return regarding_of(rows[0]), "tracking-token", True
 
     def _correlate(
         self, connection: CrmConnection, parsed: ParsedMessage

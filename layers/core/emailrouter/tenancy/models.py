@@ -148,6 +148,8 @@ class TenantConfig(BaseModel):
     tracking_token: TrackingTokenConfig = Field(default_factory=TrackingTokenConfig)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=128 * 1024 * 1024)
+    # None: Dynamics' default list (routing/attachments.py); [] blocks nothing.
+    blocked_attachment_extensions: list[str] | None = None
 
     @field_validator("tenant_id")
     @classmethod
