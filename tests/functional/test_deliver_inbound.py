@@ -226,3 +226,43 @@ def test_reply_with_the_organizations_tracking_token_correlates_without_headers(
     records = {r.message_id: r for r in Ledger().list_messages(TENANT)}
     assert records["<tok-1@client.example>"].correlation == "tracking-token"
     assert records["<tok-2@client.example>"].outcome is Outcome.CREATED
+
+
+def test_loop_protection_stops_tracking_a_flooding_sender_but_not_an_allowed_one(
+    local_stack: LocalStack,
+) -> None:
+    seed_org(local_stack)
+    add_tenant(
+        local_stack,
+        loop_protection={"max_messages": 3, "window_minutes": 120, "allow": ["office@client.example"]},
+    )
+    for index in range(5):
+        enqueue_inbound(
+            local_stack,
+            raw_mail(subject=f"Auto {index}", message_id=f"<loop-{index}@client.example>"),
+            source_ref=f"l{index}",
+        )
+        enqueue_inbound(
+            local_stack,
+            raw_mail(
+                subject=f"Allowed {index}",
+                sender="office@client.example",
+                message_id=f"<ok-{index}@client.example>",
+            ),
+            source_ref=f"o{index}",
+        )
+        assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    records = list(Ledger().list_messages(TENANT))
+    from_carl = sorted(
+        r.outcome.value for r in records if r.message_id and r.message_id.startswith("<loop-") and r.outcome
+    )
+    assert from_carl == ["created", "created", "created", "filtered", "filtered"]
+    assert all(
+        "loop protection" in r.reason and "limit 3" in r.reason
+        for r in records
+        if r.outcome is Outcome.FILTERED
+    )
+    allowed = [r for r in records if r.message_id and r.message_id.startswith("<ok-")]
+    assert [r.outcome for r in allowed] == [Outcome.CREATED] * 5
+    assert len(incoming_emails(local_stack)) == 8

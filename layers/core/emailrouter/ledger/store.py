@@ -436,6 +436,24 @@ class Ledger:
             return None
         return float(epoch() - int(item["intent_epoch"]["N"]))
 
+    # ---- windowed counters ---------------------------------------------------------------
+    def count_in_window(self, tenant_id: str, name: str, window_seconds: int) -> int:
+        """Add one to the counter `name` for the current fixed window and return its value; the
+        item expires (TTL) two windows later."""
+        now = epoch()
+        window = now // window_seconds
+        response = self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"COUNT#{name}#{window}"}},
+            UpdateExpression="ADD #n :one SET tenant_id = :tenant, expires_at = :ttl",
+            ExpressionAttributeNames={"#n": "count"},
+            ExpressionAttributeValues=_values(
+                {":one": 1, ":tenant": tenant_id, ":ttl": (window + 2) * window_seconds}
+            ),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["count"]["N"])
+
     # ---- tracking-token numbers ----------------------------------------------------------
     def _add(self, tenant_id: str, sk: str, attribute: str) -> int:
         response = self._ddb.update_item(

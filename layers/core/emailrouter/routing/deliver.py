@@ -29,6 +29,7 @@ from emailrouter.routing.attachments import drop_blocked_attachments
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.filters import auto_generated_reason, tracking_reason
 from emailrouter.routing.keys import message_key, raw_key
+from emailrouter.routing.loops import loop_reason
 from emailrouter.routing.outcomes import DeliveryResult, is_retryable, quarantine_reason
 
 if TYPE_CHECKING:
@@ -142,6 +143,10 @@ class InboundDelivery:
         if auto is not None:
             self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=auto)
             return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, auto)
+        looping = loop_reason(self._ledger, tenant, mailbox, parsed.sender.email if parsed.sender else "")
+        if looping is not None:
+            self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=looping)
+            return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, looping)
         connection = self._crm.for_tenant(tenant)
         regarding, correlation, is_response = self._correlate(connection, parsed)
         if correlation is None and tenant.tracking_token.enabled:

@@ -134,6 +134,18 @@ class TrackingTokenConfig(BaseModel):
     counter_digits: int = Field(default=3, ge=1, le=9)
 
 
+class LoopProtectionConfig(BaseModel):
+    """At most `max_messages` from one sender to one mailbox are tracked per window (the
+    E-mail Router's default: 20 in 120 minutes); senders on `allow` are never limited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_messages: int = Field(default=20, ge=1)
+    window_minutes: int = Field(default=120, ge=1)
+    allow: list[str] = Field(default_factory=list)
+
+
 class TenantConfig(BaseModel):
     """Everything the router knows about one tenant; stored in the tenants table."""
 
@@ -146,6 +158,7 @@ class TenantConfig(BaseModel):
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     tracking_token: TrackingTokenConfig = Field(default_factory=TrackingTokenConfig)
+    loop_protection: LoopProtectionConfig = Field(default_factory=LoopProtectionConfig)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=128 * 1024 * 1024)
     # None: Dynamics' default list (routing/attachments.py); [] blocks nothing.
