@@ -134,7 +134,11 @@ class OutboundSender:
                 tags={"tenant_id": tenant_id, "email_id": email_id},
             )
         except ThrottledError as error:
+            # Nothing was sent: back to Pending Send, where the next dispatch finds it.
             self._ledger.release_send(tenant_id, email_id, f"throttled: {error}", counts_as_attempt=False)
+            client.update(
+                "emails", email_id, {"statecode": STATE_COMPLETED, "statuscode": STATUS_PENDING_SEND}
+            )
             raise RetryLater(f"SES throttled: {error}") from None
         except PermanentSendError as error:
             return self._fail(client, tenant, email_id, None, f"SES refused: {error.reason}")

@@ -1,0 +1,97 @@
+"""SES throttling and unsendable parties, through the real send path (emulator + moto ledger).
+
+moto cannot throttle, so for that one case the SES client is given botocore's Stubber answer
+TooManyRequestsException first — the only stand-in here; everything else runs for real."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+import requests
+from botocore.stub import Stubber
+
+from emailrouter import aws
+from emailrouter.ledger.models import OutboundState
+from emailrouter.ledger.store import Ledger
+from emailrouter.local.stack import LocalStack
+from emailrouter.outbound.send import OutboundSender
+from emailrouter.outbound.ses import SesSender
+from emailrouter.routing.outcomes import RetryLater
+from emailrouter.runtime import get_runtime
+from tests.helpers import USER_ID, USER_MAILBOX_ID, add_tenant, crm_get, pending_send, seed_org
+
+
+def test_throttled_send_goes_back_to_pending_send_and_is_not_a_failed_attempt(
+    local_stack: LocalStack,
+) -> None:
+    seed_org(local_stack)
+    tenant = add_tenant(local_stack)
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+    email_id = pending_send(local_stack, "Busy SES")
+    runtime = get_runtime()
+    throttled_client = boto3.client("sesv2")
+    stub = Stubber(throttled_client)
+    stub.add_client_error("send_email", service_error_code="TooManyRequestsException", http_status_code=429)
+    stub.activate()
+    sender = OutboundSender(runtime.crm, runtime.ledger, SesSender(throttled_client), runtime.region)
+
+    with pytest.raises(RetryLater, match="throttled"):
+        sender.send(tenant, email_id)
+
+    record = Ledger().get_outbound("acme", email_id)
+    assert record is not None and (record.state, record.attempts) == (OutboundState.QUEUED, 0)
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (1, 6)  # Pending Send again, not Failed
+    stub.assert_no_pending_responses()
+
+    result = runtime.outbound.send(tenant, email_id)  # SES has capacity again
+
+    assert result.state == "sent"
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (1, 3)
+
+
+def test_a_recipient_without_any_address_fails_the_email_with_the_party_named(
+    local_stack: LocalStack,
+) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+    nameless = "cccccccc-0000-0000-0000-000000000099"
+    local_stack.dataverse.seed(
+        {"contacts": [{"contactid": nameless, "fullname": "No Address", "statecode": 0}]}
+    )
+    endpoints = local_stack.endpoints
+    assert endpoints is not None
+    api = f"{endpoints.dataverse_url}/api/data/v9.2/"
+    headers = {"Authorization": f"Bearer {endpoints.dataverse_token}", "Content-Type": "application/json"}
+    response = requests.post(
+        api + "emails",
+        json={
+            "subject": "To nobody",
+            "directioncode": True,
+            "sendermailboxid@odata.bind": f"/mailboxes({USER_MAILBOX_ID})",
+            "email_activity_parties": [
+                {
+                    "participationtypemask": 1,
+                    "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
+                    "addressused": "uma@acme.example",
+                },
+                {"participationtypemask": 2, "partyid_contact@odata.bind": f"/contacts({nameless})"},
+            ],
+        },
+        headers=headers,
+        timeout=10,
+    )
+    response.raise_for_status()
+    email_id = response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    requests.patch(
+        api + f"emails({email_id})", json={"statecode": 1, "statuscode": 6}, headers=headers, timeout=10
+    ).raise_for_status()
+
+    assert local_stack.runner is not None and local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
+
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (0, 8)
+    record = Ledger().get_outbound("acme", email_id)
+    assert record is not None and "has no email address" in record.reason and nameless in record.reason
