@@ -95,3 +95,31 @@ def test_a_recipient_without_any_address_fails_the_email_with_the_party_named(
     assert (row["statecode"], row["statuscode"]) == (0, 8)
     record = Ledger().get_outbound("acme", email_id)
     assert record is not None and "has no email address" in record.reason and nameless in record.reason
+
+
+def test_interrupted_attempts_beyond_the_limit_fail_the_email_with_the_reason(
+    local_stack: LocalStack,
+) -> None:
+    import time
+
+    from emailrouter.routing.faults import FaultPoints, InjectedCrash
+
+    seed_org(local_stack)
+    tenant = add_tenant(local_stack, outbound={"max_attempts": 1, "sending_status_delay_minutes": 0.01})
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+    email_id = pending_send(local_stack, "Unlucky")
+    runtime = get_runtime()
+    faults = FaultPoints()
+    faults.arm("after_intent")  # the worker dies after recording its intent, before calling SES
+    crashing = OutboundSender(
+        runtime.crm, runtime.ledger, SesSender(aws.client("sesv2")), runtime.region, faults
+    )
+    with pytest.raises(InjectedCrash):
+        crashing.send(tenant, email_id)
+    time.sleep(1.0)  # past the sending-status delay: no SES event came, so SES never had it
+
+    result = runtime.outbound.send(tenant, email_id)
+
+    assert result.state == "failed" and "gave up after 1 attempts" in result.reason
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (0, 8)
