@@ -165,6 +165,7 @@ def pending_send(
     to: str = "carl@client.example",
     description: str = "<p>Hello <b>Carl</b></p>",
     session: requests.Session | None = None,
+    recipient: dict[str, Any] | None = None,
 ) -> str:
     """An email from Uma to `to`, composed in the CRM and sent there (Pending Send), as a user
     would: create it with its parties, then move it to Completed / Pending Send."""
@@ -188,7 +189,8 @@ def pending_send(
                     "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
                     "addressused": "uma@acme.example",
                 },
-                {
+                recipient
+                or {
                     "participationtypemask": 2,
                     "partyid_contact@odata.bind": f"/contacts({CONTACT_ID})",
                     "addressused": to,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-import requests
 from botocore.stub import Stubber
 
 from emailrouter import aws
@@ -18,7 +17,7 @@ from emailrouter.outbound.send import OutboundSender
 from emailrouter.outbound.ses import SesSender
 from emailrouter.routing.outcomes import RetryLater
 from emailrouter.runtime import get_runtime
-from tests.helpers import USER_ID, USER_MAILBOX_ID, add_tenant, crm_get, pending_send, seed_org
+from tests.helpers import add_tenant, crm_get, pending_send, seed_org
 
 
 def test_throttled_send_goes_back_to_pending_send_and_is_not_a_failed_attempt(
@@ -61,33 +60,11 @@ def test_a_recipient_without_any_address_fails_the_email_with_the_party_named(
     local_stack.dataverse.seed(
         {"contacts": [{"contactid": nameless, "fullname": "No Address", "statecode": 0}]}
     )
-    endpoints = local_stack.endpoints
-    assert endpoints is not None
-    api = f"{endpoints.dataverse_url}/api/data/v9.2/"
-    headers = {"Authorization": f"Bearer {endpoints.dataverse_token}", "Content-Type": "application/json"}
-    response = requests.post(
-        api + "emails",
-        json={
-            "subject": "To nobody",
-            "directioncode": True,
-            "sendermailboxid@odata.bind": f"/mailboxes({USER_MAILBOX_ID})",
-            "email_activity_parties": [
-                {
-                    "participationtypemask": 1,
-                    "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
-                    "addressused": "uma@acme.example",
-                },
-                {"participationtypemask": 2, "partyid_contact@odata.bind": f"/contacts({nameless})"},
-            ],
-        },
-        headers=headers,
-        timeout=10,
+    email_id = pending_send(
+        local_stack,
+        "To nobody",
+        recipient={"participationtypemask": 2, "partyid_contact@odata.bind": f"/contacts({nameless})"},
     )
-    response.raise_for_status()
-    email_id = response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
-    requests.patch(
-        api + f"emails({email_id})", json={"statecode": 1, "statuscode": 6}, headers=headers, timeout=10
-    ).raise_for_status()
 
     assert local_stack.runner is not None and local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
 

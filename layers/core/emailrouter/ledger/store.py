@@ -440,28 +440,24 @@ class Ledger:
     def count_in_window(self, tenant_id: str, name: str, window_seconds: int) -> int:
         """Add one to the counter `name` for the current fixed window and return its value; the
         item expires (TTL) two windows later."""
-        now = epoch()
-        window = now // window_seconds
-        response = self._ddb.update_item(
-            TableName=self._table,
-            Key={"pk": _pk(tenant_id), "sk": {"S": f"COUNT#{name}#{window}"}},
-            UpdateExpression="ADD #n :one SET tenant_id = :tenant, expires_at = :ttl",
-            ExpressionAttributeNames={"#n": "count"},
-            ExpressionAttributeValues=_values(
-                {":one": 1, ":tenant": tenant_id, ":ttl": (window + 2) * window_seconds}
-            ),
-            ReturnValues="UPDATED_NEW",
+        window = epoch() // window_seconds
+        return self._add(
+            tenant_id, f"COUNT#{name}#{window}", "count", expires_at=(window + 2) * window_seconds
         )
-        return int(response["Attributes"]["count"]["N"])
 
     # ---- tracking-token numbers ----------------------------------------------------------
-    def _add(self, tenant_id: str, sk: str, attribute: str) -> int:
+    def _add(self, tenant_id: str, sk: str, attribute: str, expires_at: int | None = None) -> int:
+        """Atomically add one to `attribute` of an item and return the new value."""
+        sets = "tenant_id = :tenant" + (", expires_at = :ttl" if expires_at is not None else "")
+        values: dict[str, Any] = {":one": 1, ":tenant": tenant_id}
+        if expires_at is not None:
+            values[":ttl"] = expires_at
         response = self._ddb.update_item(
             TableName=self._table,
             Key={"pk": _pk(tenant_id), "sk": {"S": sk}},
-            UpdateExpression="ADD #n :one SET tenant_id = :tenant",
+            UpdateExpression=f"ADD #n :one SET {sets}",
             ExpressionAttributeNames={"#n": attribute},
-            ExpressionAttributeValues=_values({":one": 1, ":tenant": tenant_id}),
+            ExpressionAttributeValues=_values(values),
             ReturnValues="UPDATED_NEW",
         )
         return int(response["Attributes"][attribute]["N"])
