@@ -22,6 +22,27 @@ class Attachment:
     inline: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryStatus:
+    """One per-recipient block of a delivery status notification (RFC 3464)."""
+
+    recipient: str  # Final-Recipient (else Original-Recipient) address, lower-cased
+    action: str  # failed | delayed | delivered | relayed | expanded
+    status: str  # e.g. 5.1.1
+    diagnostic: str = ""  # Diagnostic-Code text, decoded, one line
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A multipart/report; report-type=delivery-status, reduced to what matching it needs."""
+
+    statuses: tuple[DeliveryStatus, ...]
+    original_message_id: str | None = None  # Message-ID of the returned message or headers
+    original_references: tuple[str, ...] = ()  # its References, in order
+    router_id: str | None = None  # its X-EmailRouter-Id, when it is mail we sent
+    reporting_mta: str = ""
+
+
 @dataclass(slots=True)
 class ParsedMessage:
     """What deliver_inbound needs from a raw message. Built by `mime.parse.parse_message`."""
@@ -43,3 +64,5 @@ class ParsedMessage:
     defects: list[str] = field(default_factory=list)  # what the parser had to repair
     size: int = 0
     fingerprint: str = ""  # stable hash of headers and body; identifies messages without Message-ID
+    thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
+    delivery_report: DeliveryReport | None = None  # set for delivery status notifications
