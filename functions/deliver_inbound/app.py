@@ -1,4 +1,8 @@
-"""deliver_inbound: each queued message → one outcome (CRM email, duplicate, filtered, quarantined)."""
+"""deliver_inbound: each queued message → one outcome (CRM email, duplicate, filtered, quarantined).
+
+The batch is delivered together (one ledger transaction, one CRM `$batch` per tenant); Powertools'
+batch processor then reports the messages that must return to the queue.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +10,41 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
-from emailrouter.observability import count, logger, metrics, tracer
+from emailrouter.crm.deadline import lambda_deadline
+from emailrouter.observability import logger, metrics, tracer
 from emailrouter.queues.messages import InboundMessage, InboundRecord
-from emailrouter.routing.inbound import acknowledge_batch, deliver_one
+from emailrouter.routing.inbound import acknowledge_batch, deliver_messages
 from emailrouter.runtime import get_runtime
 
 processor = BatchProcessor(event_type=EventType.SQS, model=InboundRecord, raise_on_entire_batch_failure=False)
-_delivered: list[InboundMessage] = []
+_outcomes: dict[str, object] = {}
 
 
 def record_handler(record: InboundRecord) -> None:
-    message = record.body
-    logger.append_keys(tenant_id=message.tenant_id, mailbox_id=message.mailbox_id)
-    result = deliver_one(get_runtime(), message, owner=record.messageId)
-    logger.info(
-        "message delivered", outcome=result.outcome, reason=result.reason, crm_email_id=result.crm_email_id
-    )
-    count(f"inbound_{result.outcome.value}", message.tenant_id)
-    _delivered.append(message)
+    outcome = _outcomes.get(record.messageId)
+    if isinstance(outcome, BaseException):
+        raise outcome
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _delivered.clear()
+    runtime = get_runtime()
+    items: list[tuple[InboundMessage, str]] = []
+    for raw in event.get("Records", []):
+        try:
+            items.append((InboundRecord.model_validate(raw).body, raw["messageId"]))
+        except (ValidationError, KeyError):
+            continue  # the batch processor reports it as failed when it parses it again
+    results = deliver_messages(runtime, items, lambda_deadline(context))
+    _outcomes.clear()
+    _outcomes.update({owner: result for (_message, owner), result in zip(items, results, strict=True)})
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    acknowledge_batch(get_runtime(), _delivered)
+    delivered = [m for (m, owner), r in zip(items, results, strict=True) if not isinstance(r, BaseException)]
+    acknowledge_batch(runtime, delivered)
     return response

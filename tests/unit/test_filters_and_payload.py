@@ -68,7 +68,7 @@ def test_create_body_is_a_received_email_with_parties_and_attachments() -> None:
         "uma@acme.example": (USER,),
     }
 
-    body = incoming_email_body("e-1", message, resolved, None, dropped_attachments=False)
+    body = incoming_email_body("e-1", message, resolved, None, dropped_attachments=False, sender=CONTACT)
 
     assert (body["directioncode"], body["statecode"], body["statuscode"]) == (False, 1, 4)
     assert len(body["subject"]) == 800 and body["notifications"] == 2  # truncated body/subject flag

@@ -18,6 +18,8 @@ class Settings(BaseModel):
     tenants_table: str = Field(default="emailrouter-tenants")
     ledger_table: str = Field(default="emailrouter-ledger")
     idempotency_table: str = Field(default="emailrouter-idempotency")
+    # Empty: party answers are cached in each container's memory only.
+    party_cache_table: str = ""
     raw_mail_bucket: str = Field(default="emailrouter-raw-mail")
     poll_jobs_queue_url: str = ""
     inbound_queue_url: str = ""

@@ -18,6 +18,7 @@ from botocore.config import Config
 from emailrouter import aws
 from emailrouter.config import Settings, get_settings
 from emailrouter.crm.connections import CrmConnections
+from emailrouter.crm.party_cache import PartyCache
 from emailrouter.ledger.store import Ledger
 from emailrouter.outbound.send import OutboundSender
 from emailrouter.outbound.ses import SesSender
@@ -57,7 +58,9 @@ class Runtime:
 
     @cached_property
     def crm(self) -> CrmConnections:
-        return CrmConnections(self.secrets, allow_private=self.settings.local_mode)
+        table = self.settings.party_cache_table
+        party_cache = PartyCache(table) if table else None
+        return CrmConnections(self.secrets, allow_private=self.settings.local_mode, party_cache=party_cache)
 
     @cached_property
     def region(self) -> str:

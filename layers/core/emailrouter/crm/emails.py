@@ -11,13 +11,15 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emailrouter.crm import batch
 from emailrouter.crm.client import odata_literal
-from emailrouter.crm.errors import CrmConflictError
+from emailrouter.crm.errors import CrmConflictError, CrmError, CrmTransientError
 from emailrouter.crm.parties import PartyMatch, party_bind
+from emailrouter.mime.models import Address
 
 if TYPE_CHECKING:
     from emailrouter.crm.client import DataverseClient
-    from emailrouter.mime.models import Address, ParsedMessage
+    from emailrouter.mime.models import ParsedMessage
 
 SUBJECT_MAX = 800
 MESSAGEID_MAX = 320
@@ -55,13 +57,11 @@ class Regarding:
 
 
 def _parties(
-    role: int, addresses: list[Address], resolved: dict[str, tuple[PartyMatch, ...]], first_only: bool
+    role: int, addresses: list[Address], resolved: dict[str, tuple[PartyMatch, ...]]
 ) -> list[dict[str, Any]]:
     parties: list[dict[str, Any]] = []
     for address in addresses:
         matches = resolved.get(address.email, ())
-        if first_only:
-            matches = matches[:1]
         if not matches:
             parties.append({"participationtypemask": role, "addressused": address.email[:ADDRESSUSED_MAX]})
         for match in matches:
@@ -75,8 +75,14 @@ def incoming_email_body(
     resolved: dict[str, tuple[PartyMatch, ...]],
     regarding: Regarding | None,
     dropped_attachments: bool,
+    *,
+    sender: PartyMatch | None = None,
+    extra_bcc: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The deep-insert body: email, its parties and attachments in one POST."""
+    """The deep-insert body: email, its parties and attachments in one POST.
+
+    `sender` is the record chosen for From (None leaves it unresolved); `extra_bcc` are tracked
+    mailboxes the message reached without being named in its headers (Bcc, lists, forwarding)."""
     subject = message.subject
     notifications = 0
     if len(subject) > SUBJECT_MAX:
@@ -86,10 +92,12 @@ def incoming_email_body(
         notifications = NOTIFY_ATTACHMENTS_NOT_SAVED
     parties: list[dict[str, Any]] = []
     if message.sender is not None:
-        parties += _parties(SENDER, [message.sender], resolved, first_only=True)
-    parties += _parties(TO, message.to, resolved, first_only=False)
-    parties += _parties(CC, message.cc, resolved, first_only=False)
-    parties += _parties(BCC, message.bcc, resolved, first_only=False)
+        address = message.sender.email
+        parties += _parties(SENDER, [message.sender], {address: (sender,) if sender else ()})
+    parties += _parties(TO, message.to, resolved)
+    parties += _parties(CC, message.cc, resolved)
+    bcc = list(message.bcc) + [_address(a) for a in extra_bcc or ()]
+    parties += _parties(BCC, bcc, resolved)
     body: dict[str, Any] = {
         "activityid": email_id,
         "subject": subject,
@@ -104,8 +112,8 @@ def incoming_email_body(
     }
     if message.message_id:
         body["messageid"] = message.message_id[:MESSAGEID_MAX]
-    if message.headers.get("Thread-Index"):
-        body["conversationindex"] = message.headers["Thread-Index"]
+    if message.thread_index:
+        body["conversationindex"] = base64.b64encode(message.thread_index).decode("ascii")
     if message.attachments:
         body["email_activity_mime_attachment"] = [
             {
@@ -123,6 +131,15 @@ def incoming_email_body(
     return body
 
 
+def bcc_parties(addresses: list[str], resolved: dict[str, tuple[PartyMatch, ...]]) -> list[dict[str, Any]]:
+    """The Bcc party list for `addresses` (used when a later mailbox is added to an email)."""
+    return _parties(BCC, [_address(a) for a in addresses], resolved)
+
+
+def _address(email: str) -> Address:
+    return Address(email)
+
+
 def create_incoming_email(crm: DataverseClient, body: dict[str, Any]) -> tuple[str, bool]:
     """Create the email; returns (id, created). A 412 on our deterministic id means it exists."""
     try:
@@ -131,6 +148,51 @@ def create_incoming_email(crm: DataverseClient, body: dict[str, Any]) -> tuple[s
         if conflict.code.lower() != "0x80040237":
             raise
         return str(body["activityid"]), False
+
+
+def create_incoming_emails(
+    crm: DataverseClient, bodies: list[dict[str, Any]]
+) -> list[tuple[str, bool] | CrmError]:
+    """Create several emails: one POST for one, else one `$batch` (each create still counts as an
+    API request). Per email, in order: (id, created) or the error its create met. When the batch
+    itself is refused for a reason other than load, each email is created on its own, so one bad
+    message cannot hold back the others."""
+    if len(bodies) == 1:
+        try:
+            return [create_incoming_email(crm, bodies[0])]
+        except CrmTransientError:
+            raise
+        except CrmError as error:
+            return [error]
+    try:
+        answers = batch.execute(crm, [batch.Operation("POST", "emails", body) for body in bodies])
+    except CrmTransientError:
+        raise
+    except CrmError:
+        return [item for body in bodies for item in create_incoming_emails(crm, [body])]
+    results: list[tuple[str, bool] | CrmError] = []
+    for body, answer in zip(bodies, answers, strict=True):
+        if isinstance(answer, CrmConflictError) and answer.code.lower() == "0x80040237":
+            results.append((str(body["activityid"]), False))
+        elif isinstance(answer, CrmError):
+            results.append(answer)
+        else:
+            results.append((answer.entity_id or str(body["activityid"]), True))
+    return results
+
+
+def regarding_by_email_ids(crm: DataverseClient, email_ids: list[str]) -> dict[str, Regarding | None]:
+    """The current regarding record of each email that still exists (one GET per 50 ids)."""
+    found: dict[str, Regarding | None] = {}
+    for start in range(0, len(email_ids), 50):
+        ors = " or ".join(f"activityid eq {i}" for i in email_ids[start : start + 50])
+        body = crm.get(
+            f"emails?$select=activityid,_regardingobjectid_value&$filter={ors}",
+            headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
+        )
+        for row in body.get("value", []):
+            found[str(row["activityid"]).lower()] = regarding_of(row)
+    return found
 
 
 def find_by_message_ids(crm: DataverseClient, message_ids: list[str]) -> list[dict[str, Any]]:

@@ -3,20 +3,24 @@
 Order of preference for the sender (CRM's): systemuser, contact, account, lead, queue. A
 recipient address becomes a party for every active record that carries it; an address no
 record carries becomes an unresolved party holding the address in `addressused`.
+
+Answers (no-match answers too) are kept in the container's memory and, when a shared
+`PartyCache` is given, in DynamoDB for every other container, both until the tenant's TTL ends.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from emailrouter.crm.client import odata_literal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from emailrouter.crm.client import DataverseClient
+    from emailrouter.crm.party_cache import PartyCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ KINDS: tuple[EntityKind, ...] = (
     EntityKind("queues", "queue", "queueid", ("emailaddress",), "statecode eq 0"),
 )
 _CHUNK = 10
+_SENDER_RANK = {kind.logical_name: rank for rank, kind in enumerate(KINDS)}
+_MEMORY_LIMIT = 20_000  # answers one resolver keeps before it drops expired and oldest ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,29 +65,74 @@ class PartyMatch:
     record_id: str
 
 
-class PartyResolver:
-    """Looks addresses up in one org; remembers answers (hits and misses) for `ttl` seconds."""
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """What one address resolved to, and until when (epoch seconds) the answer may be used."""
 
-    def __init__(self, crm: DataverseClient, ttl: float = 300.0, clock: Any = time.monotonic) -> None:
+    matches: tuple[PartyMatch, ...]
+    expires_at: float
+
+
+class PartyResolver:
+    """Looks addresses up in one org; remembers answers (hits and misses) for `ttl` seconds.
+
+    Memory first, then the shared cache for what memory lacks, then Dataverse for what is still
+    missing; fresh answers go to both caches. `ttl` 0 turns caching off. `clock` returns epoch
+    seconds (the shared cache's `expires_at` is epoch seconds too).
+    """
+
+    def __init__(
+        self,
+        crm: DataverseClient,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        tenant_id: str = "",
+        shared: PartyCache | None = None,
+    ) -> None:
+        if shared is not None and not tenant_id:
+            raise ValueError("a shared party cache needs the tenant_id its answers belong to")
         self._crm = crm
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, tuple[PartyMatch, ...]]] = {}
+        self._tenant_id = tenant_id
+        self._shared = shared
+        self._memory: dict[str, CachedAnswer] = {}
 
     def resolve(self, addresses: Iterable[str]) -> dict[str, tuple[PartyMatch, ...]]:
-        wanted = sorted({a.lower() for a in addresses if a})
+        """Every address (lower-cased) with its matches in CRM's order; () when none."""
+        wanted = sorted({a.strip().lower() for a in addresses if a and a.strip()})
         now = self._clock()
         result: dict[str, tuple[PartyMatch, ...]] = {}
-        missing: list[str] = []
         for address in wanted:
-            cached = self._cache.get(address)
-            if cached and cached[0] > now:
-                result[address] = cached[1]
-            else:
-                missing.append(address)
-        found: dict[str, list[PartyMatch]] = {address: [] for address in missing}
-        for start in range(0, len(missing), _CHUNK):
-            chunk = missing[start : start + _CHUNK]
+            cached = self._memory.get(address)
+            if cached is not None and cached.expires_at > now:
+                result[address] = cached.matches
+        missing = [a for a in wanted if a not in result]
+        if missing and self._shared is not None and self._ttl > 0:
+            for address, answer in self._shared.get(self._tenant_id, self._crm.org_url, missing, now).items():
+                result[address] = answer.matches
+                self._memory[address] = answer
+            missing = [a for a in missing if a not in result]
+        if missing:
+            fresh = self._lookup(missing)
+            result.update(fresh)
+            self._remember(fresh, now)
+        return result
+
+    def invalidate(self, addresses: Iterable[str]) -> None:
+        """Forget what `addresses` resolved to, here and in the shared cache (e.g. after creating a
+        contact). Other warm containers keep their in-memory answer until its TTL ends."""
+        wanted = sorted({a.strip().lower() for a in addresses if a and a.strip()})
+        for address in wanted:
+            self._memory.pop(address, None)
+        if self._shared is not None and wanted:
+            self._shared.delete(self._tenant_id, wanted)
+
+    def _lookup(self, addresses: list[str]) -> dict[str, tuple[PartyMatch, ...]]:
+        found: dict[str, list[PartyMatch]] = {address: [] for address in addresses}
+        for start in range(0, len(addresses), _CHUNK):
+            chunk = addresses[start : start + _CHUNK]
             for kind in KINDS:
                 for row in self._crm.get_all(_query(kind, chunk)):
                     for column in kind.email_columns:
@@ -90,10 +141,44 @@ class PartyResolver:
                             match = PartyMatch(kind.logical_name, kind.entity_set, str(row[kind.key]))
                             if match not in found[value]:
                                 found[value].append(match)
-        for address, matches in found.items():
-            result[address] = tuple(matches)
-            self._cache[address] = (now + self._ttl, tuple(matches))
-        return result
+        return {address: tuple(matches) for address, matches in found.items()}
+
+    def _remember(self, answers: Mapping[str, tuple[PartyMatch, ...]], now: float) -> None:
+        if self._ttl <= 0 or not answers:
+            return
+        expires_at = now + self._ttl
+        for address, matches in answers.items():
+            self._memory[address] = CachedAnswer(matches, expires_at)
+        self._prune(now)
+        if self._shared is not None:
+            self._shared.put(self._tenant_id, self._crm.org_url, answers, expires_at)
+
+    def _prune(self, now: float) -> None:
+        if len(self._memory) <= _MEMORY_LIMIT:
+            return
+        live = {a: answer for a, answer in self._memory.items() if answer.expires_at > now}
+        if len(live) > _MEMORY_LIMIT:
+            newest = sorted(live.items(), key=lambda item: item[1].expires_at)[-(_MEMORY_LIMIT // 2) :]
+            live = dict(newest)
+        self._memory = live
+
+
+def choose_sender(matches: Sequence[PartyMatch], unresolve_ambiguous: bool) -> PartyMatch | None:
+    """The record a sender address stands for, or None for an unresolved sender.
+
+    The first match in CRM's order (systemuser, contact, account, lead, queue) wins. With
+    `unresolve_ambiguous` (CRM's unresolveemailaddressifmultiplematch) an address that more than
+    one record carries stays unresolved.
+
+    Example:
+        >>> choose_sender((contact, user), unresolve_ambiguous=False) is user
+        True
+        >>> choose_sender((contact, user), unresolve_ambiguous=True) is None
+        True
+    """
+    if not matches or (unresolve_ambiguous and len(matches) > 1):
+        return None
+    return min(matches, key=lambda match: _SENDER_RANK.get(match.logical_name, len(KINDS)))
 
 
 def _query(kind: EntityKind, addresses: list[str]) -> str:

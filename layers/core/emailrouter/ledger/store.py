@@ -49,21 +49,10 @@ class Ledger:
         self._ddb = client or aws.client("dynamodb")
 
     # ---- inbound -----------------------------------------------------------------------
-    def claim(
-        self,
-        tenant_id: str,
-        message_key: str,
-        owner: str,
-        ttl_seconds: int,
-        attrs: dict[str, Any],
-    ) -> tuple[InboundRecord | None, InboundRecord | None]:
-        """Claim a message for processing.
-
-        Returns (claimed, finished): `claimed` is the record when this worker now owns it
-        (new, or a stale claim / our own earlier claim taken over); `finished` is the
-        existing record when the message already has an outcome. Raises ClaimBusyError when
-        another live worker owns it.
-        """
+    def claim_op(
+        self, tenant_id: str, message_key: str, owner: str, ttl_seconds: int, attrs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The conditional update that claims a message: new, a stale claim, or our own claim."""
         now = epoch()
         names = {"#st": "status"}
         values = {
@@ -93,18 +82,35 @@ class Ledger:
             names[f"#a{index}"] = key
             values[f":a{index}"] = value
             sets.append(f"#a{index} = if_not_exists(#a{index}, :a{index})")
+        return {
+            "TableName": self._table,
+            "Key": {"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": (
+                "attribute_not_exists(pk) OR (#st = :claimed AND (claim_owner = :owner OR claim_expires < :now))"
+            ),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _values(values),
+        }
+
+    def claim(
+        self,
+        tenant_id: str,
+        message_key: str,
+        owner: str,
+        ttl_seconds: int,
+        attrs: dict[str, Any],
+    ) -> tuple[InboundRecord | None, InboundRecord | None]:
+        """Claim a message for processing.
+
+        Returns (claimed, finished): `claimed` is the record when this worker now owns it
+        (new, or a stale claim / our own earlier claim taken over); `finished` is the
+        existing record when the message already has an outcome. Raises ClaimBusyError when
+        another live worker owns it.
+        """
         try:
             response = self._ddb.update_item(
-                TableName=self._table,
-                Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=(
-                    "attribute_not_exists(pk) OR "
-                    "(#st = :claimed AND (claim_owner = :owner OR claim_expires < :now))"
-                ),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_values(values),
-                ReturnValues="ALL_NEW",
+                **self.claim_op(tenant_id, message_key, owner, ttl_seconds, attrs), ReturnValues="ALL_NEW"
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             existing = self.get(tenant_id, message_key)
@@ -112,6 +118,63 @@ class Ledger:
                 return None, existing
             raise ClaimBusyError(f"message {message_key} is being processed by another worker") from None
         return self._inbound(response["Attributes"]), None
+
+    def claim_many(
+        self, claims: list[tuple[str, str, str, dict[str, Any]]], ttl_seconds: int
+    ) -> list[InboundRecord | ClaimBusyError | None]:
+        """Claim (tenant_id, message_key, owner, attrs) for each message, in one transaction when
+        all can be claimed. Per message: None when claimed now, the finished record when it
+        already has an outcome, ClaimBusyError when another live worker holds it."""
+        ops = [self.claim_op(t, k, o, ttl_seconds, a) for t, k, o, a in claims]
+        if len(ops) > 1 and self.transact([{"Update": op} for op in ops]):
+            return [None] * len(ops)
+        results: list[InboundRecord | ClaimBusyError | None] = []
+        for tenant_id, key, owner, attrs in claims:
+            try:
+                _claimed, finished = self.claim(tenant_id, key, owner, ttl_seconds, attrs)
+                results.append(finished)
+            except ClaimBusyError as busy:
+                results.append(busy)
+        return results
+
+    def complete_op(
+        self,
+        tenant_id: str,
+        message_key: str,
+        owner: str,
+        outcome: Outcome,
+        reason: str = "",
+        crm_email_id: str | None = None,
+        correlation: str | None = None,
+        raw_s3_key: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The conditional update that records an outcome: only the claim's owner may, once."""
+        ts = iso()
+        values: dict[str, Any] = {
+            ":done": "done",
+            ":claimed": "claimed",
+            ":owner": owner,
+            ":outcome": outcome.value,
+            ":reason": reason,
+            ":ts": ts,
+            ":g1": f"TENANT#{tenant_id}#{outcome.value}",
+        }
+        sets = ["#st = :done", "outcome = :outcome", "reason = :reason", "updated_at = :ts"]
+        sets += ["gsi1pk = :g1", "gsi1sk = :ts"]
+        fields = {"crm_email_id": crm_email_id, "correlation": correlation, "raw_s3_key": raw_s3_key}
+        for name, value in {**fields, **(extra or {})}.items():
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = value
+        return {
+            "TableName": self._table,
+            "Key": {"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE claim_owner, claim_expires",
+            "ConditionExpression": "#st = :claimed AND claim_owner = :owner",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": _values(values),
+        }
 
     def complete(
         self,
@@ -125,34 +188,65 @@ class Ledger:
         raw_s3_key: str | None = None,
     ) -> None:
         """Record the outcome; only the claim's owner may, and only once."""
-        ts = iso()
-        values: dict[str, Any] = {
-            ":done": "done",
-            ":claimed": "claimed",
-            ":owner": owner,
-            ":outcome": outcome.value,
-            ":reason": reason,
-            ":ts": ts,
-            ":g1": f"TENANT#{tenant_id}#{outcome.value}",
-        }
-        sets = ["#st = :done", "outcome = :outcome", "reason = :reason", "updated_at = :ts"]
-        sets += ["gsi1pk = :g1", "gsi1sk = :ts"]
-        for name, value in (
-            ("crm_email_id", crm_email_id),
-            ("correlation", correlation),
-            ("raw_s3_key", raw_s3_key),
-        ):
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = value
+        self._ddb.update_item(
+            **self.complete_op(
+                tenant_id, message_key, owner, outcome, reason, crm_email_id, correlation, raw_s3_key
+            )
+        )
+
+    def set_attributes(self, tenant_id: str, message_key: str, values: dict[str, Any]) -> None:
+        """Update bookkeeping attributes of a finished message (e.g. the mailboxes it reached)."""
+        names = {f"#v{i}": name for i, name in enumerate(values)}
         self._ddb.update_item(
             TableName=self._table,
             Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
-            UpdateExpression="SET " + ", ".join(sets) + " REMOVE claim_owner, claim_expires",
-            ConditionExpression="#st = :claimed AND claim_owner = :owner",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues=_values(values),
+            UpdateExpression="SET " + ", ".join(f"#v{i} = :v{i}" for i in range(len(values))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_values({f":v{i}": v for i, v in enumerate(values.values())}),
         )
+
+    # ---- several items at once -----------------------------------------------------------
+    def transact(self, items: list[dict[str, Any]]) -> bool:
+        """Write `items` (TransactWriteItems entries) all or none; False when a condition failed."""
+        for start in range(0, len(items), 100):
+            try:
+                self._ddb.transact_write_items(TransactItems=items[start : start + 100])
+            except self._ddb.exceptions.TransactionCanceledException:
+                return False
+        return True
+
+    def query_prefix(self, tenant_id: str, prefix: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items of the tenant whose sk starts with `prefix`, newest sk last."""
+        response = self._ddb.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}},
+            Limit=limit,
+        )
+        return [_plain(item) for item in response.get("Items", [])]
+
+    def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Items by (tenant_id, sk), read together (BatchGetItem, 100 keys per call)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [{"pk": _pk(t), "sk": {"S": sk}} for t, sk in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            for _attempt in range(8):
+                response = self._ddb.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    plain = _plain(item)
+                    found[(plain["pk"].removeprefix("TENANT#"), plain["sk"])] = plain
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise ClaimBusyError("the ledger left keys unread after repeated attempts")
+        return found
 
     def reopen(self, tenant_id: str, message_key: str, owner: str, ttl_seconds: int) -> InboundRecord:
         """Take a finished (quarantined) message back for a replay; the replay is itself claimed once."""
@@ -213,12 +307,13 @@ class Ledger:
         return InboundRecord.model_validate({k: v for k, v in data.items() if k in fields})
 
     # ---- source acknowledgement ------------------------------------------------------------
-    def record_source(
+    def source_op(
         self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
-    ) -> None:
-        self._ddb.put_item(
-            TableName=self._table,
-            Item=_values(
+    ) -> dict[str, Any]:
+        """The put that records which message a source ref carried, and whether to delete it there."""
+        return {
+            "TableName": self._table,
+            "Item": _values(
                 {
                     "pk": f"TENANT#{tenant_id}",
                     "sk": f"SRC#{mailbox_id}#{source_ref}",
@@ -229,7 +324,12 @@ class Ledger:
                     "expires_at": epoch() + RETENTION_SECONDS,
                 }
             ),
-        )
+        }
+
+    def record_source(
+        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+    ) -> None:
+        self._ddb.put_item(**self.source_op(tenant_id, mailbox_id, source_ref, message_key, ack_needed))
 
     def pending_acks(self, tenant_id: str, mailbox_id: str) -> list[str]:
         """Source refs processed to an outcome but not yet deleted at the source."""
@@ -440,10 +540,30 @@ class Ledger:
     def count_in_window(self, tenant_id: str, name: str, window_seconds: int) -> int:
         """Add one to the counter `name` for the current fixed window and return its value; the
         item expires (TTL) two windows later."""
+        sk, expires_at = self.counter_key(name, window_seconds)
+        return self._add(tenant_id, sk, "count", expires_at=expires_at)
+
+    @staticmethod
+    def counter_key(name: str, window_seconds: int) -> tuple[str, int]:
+        """(sk, expiry) of the counter `name` in the current fixed window."""
         window = epoch() // window_seconds
-        return self._add(
-            tenant_id, f"COUNT#{name}#{window}", "count", expires_at=(window + 2) * window_seconds
-        )
+        return f"COUNT#{name}#{window}", (window + 2) * window_seconds
+
+    def counter_op(self, tenant_id: str, sk: str, expires_at: int, amount: int) -> dict[str, Any]:
+        """The update that adds `amount` to a windowed counter (for a transaction)."""
+        return {
+            "TableName": self._table,
+            "Key": {"pk": _pk(tenant_id), "sk": {"S": sk}},
+            "UpdateExpression": "ADD #n :n SET tenant_id = :tenant, expires_at = :ttl",
+            "ExpressionAttributeNames": {"#n": "count"},
+            "ExpressionAttributeValues": _values({":n": amount, ":tenant": tenant_id, ":ttl": expires_at}),
+        }
+
+    def put_op(self, tenant_id: str, sk: str, values: dict[str, Any], ttl_seconds: int) -> dict[str, Any]:
+        """An unconditional put of a bookkeeping item under the tenant (for a transaction)."""
+        item = {"pk": f"TENANT#{tenant_id}", "sk": sk, "tenant_id": tenant_id, **values}
+        item["expires_at"] = epoch() + ttl_seconds
+        return {"TableName": self._table, "Item": _values(item)}
 
     # ---- tracking-token numbers ----------------------------------------------------------
     def _add(self, tenant_id: str, sk: str, attribute: str, expires_at: int | None = None) -> int:

@@ -6,6 +6,11 @@ is body (Apple Mail splits one body around inline images). Plain text becomes
 escaped HTML when there is no HTML. Everything else is an attachment, named
 from its headers or generated (`attachment-3.png`, `invite.ics`, `smime.p7s`,
 `<subject>.eml` for forwarded messages).
+
+An Outlook TNEF part (`winmail.dat`) is opened (see `mime.tnef`): its files
+replace it in the attachments, and its body is used when the MIME parts gave
+none. It is kept as it came when it cannot be read, holds nothing, or holds an
+RTF-only body while the MIME parts have no body either.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from emailrouter.mime.headers import RawHeaders, clean_line, decode_8bit, decode
 from emailrouter.mime.html_text import html_to_text, plain_to_html
 from emailrouter.mime.models import Attachment
 from emailrouter.mime.params import ContentHeader, mime_type, parse_content_header
+from emailrouter.mime.tnef import TnefContent, TnefFile, is_tnef_part, read_tnef
 from emailrouter.mime.transfer import decode_transfer
 from emailrouter.mime.tree import parse_tree
 
@@ -41,6 +47,8 @@ _KNOWN_NAMES = {
     "application/x-pkcs7-signature": "smime.p7s",
     "application/pkcs7-mime": "smime.p7m",
     "application/x-pkcs7-mime": "smime.p7m",
+    "application/ms-tnef": "winmail.dat",
+    "application/vnd.ms-tnef": "winmail.dat",
 }
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
@@ -48,9 +56,12 @@ _EXTENSIONS = {
     "message/rfc822": ".eml",
     "message/global": ".eml",
     "message/delivery-status": ".txt",
+    "message/global-delivery-status": ".txt",
+    "message/global-headers": ".txt",
     "message/disposition-notification": ".txt",
     "text/rfc822-headers": ".txt",
     "application/octet-stream": ".bin",
+    "application/vnd.ms-outlook": ".msg",
 }
 # Built-in table only: /etc/mime.types differs between machines, names must not.
 _MIMETYPES = mimetypes.MimeTypes()
@@ -78,7 +89,7 @@ def _raw_payload(part: Message) -> object:
     return getattr(part, "_payload", None)
 
 
-def _children(part: Message) -> list[Message] | None:
+def children_of(part: Message) -> list[Message] | None:
     """The sub-parts of a multipart or message/* part; None for a leaf."""
     payload = _raw_payload(part)
     if not isinstance(payload, list):
@@ -86,7 +97,7 @@ def _children(part: Message) -> list[Message] | None:
     return [child for child in payload if isinstance(child, Message)]
 
 
-def _payload_bytes(part: Message) -> bytes:
+def payload_bytes(part: Message) -> bytes:
     """The part's body exactly as it came, before transfer decoding."""
     payload = _raw_payload(part)
     if isinstance(payload, bytes):
@@ -167,7 +178,7 @@ def _message_bytes(part: Message, linesep: str) -> bytes:
     """An attached message/* part serialised back to bytes (headers as they came)."""
     buffer = io.BytesIO()
     generator = BytesGenerator(buffer, mangle_from_=False, policy=policy.compat32)
-    for inner in _children(part) or []:
+    for inner in children_of(part) or []:
         generator.flatten(inner, linesep=linesep)
     return buffer.getvalue()
 
@@ -202,10 +213,15 @@ class BodyWalker:
         self._max_attachment_bytes = max_attachment_bytes
         self._generated = 0
         self.result = BodyParts()
+        self._tnef_body = BodyParts()  # used only when the MIME parts give no body
+        self._rtf_only: list[tuple[int, bytes, _PartInfo]] = []  # winmail.dat kept for want of a body
 
-    def walk(
-        self, part: Message, depth: int = 0, role: Role = "all", default_type: str = "text/plain"
-    ) -> None:
+    def walk(self, message: Message) -> None:
+        """Fill `result` from a parsed message."""
+        self._visit(message, 0, "all", "text/plain")
+        self._finish()
+
+    def _visit(self, part: Message, depth: int, role: Role, default_type: str) -> None:
         """Visit `part` and its children; `role` says which body branches it may fill."""
         if depth > MAX_DEPTH:
             self._defects.add("nesting-too-deep", MAX_DEPTH)
@@ -213,7 +229,7 @@ class BodyWalker:
         for defect in getattr(part, "defects", ()):
             self._defects.add("mime-" + _kebab(type(defect).__name__))
         info = _part_info(part, default_type, self._defects)
-        children = _children(part)
+        children = children_of(part)
         if children is not None:
             if info.maintype == "message":
                 self._attach_message(part, info)
@@ -222,7 +238,7 @@ class BodyWalker:
             else:
                 child_default = "message/rfc822" if info.mimetype == "multipart/digest" else "text/plain"
                 for child in children:
-                    self.walk(child, depth + 1, role, child_default)
+                    self._visit(child, depth + 1, role, child_default)
             return
         if info.maintype == "multipart":
             self._recover_multipart(part, info, depth, role)
@@ -230,11 +246,25 @@ class BodyWalker:
         unused_rendering = info.maintype == "text" and info.mimetype not in _KNOWN_NAMES
         if role == "none" and unused_rendering and not info.filename:
             return  # an alternative rendering of the body we did not choose (text/enriched, …)
-        content = decode_transfer(_payload_bytes(part), info.transfer_encoding, self._defects)
+        content = decode_transfer(payload_bytes(part), info.transfer_encoding, self._defects)
         if info.is_body_candidate:
             self._add_body(content, info, role)
+        elif is_tnef_part(info.mimetype, info.filename):
+            self._open_tnef(content, info)
         else:
             self._attach(content, info)
+
+    def _finish(self) -> None:
+        """Use the TNEF body when the MIME parts gave none; keep RTF-only winmail.dat files then."""
+        if self.result.html_parts or self.result.text_parts:
+            return
+        self.result.html_parts.extend(self._tnef_body.html_parts)
+        self.result.text_parts.extend(self._tnef_body.text_parts)
+        if self.result.html_parts or self.result.text_parts:
+            return
+        for position, content, info in reversed(self._rtf_only):
+            self._defects.add("tnef-body-rtf-only")
+            self._attach(content, info, position)
 
     def _walk_alternative(self, children: list[Message], depth: int, role: Role) -> None:
         html_index = _last_index(children, "html")
@@ -245,20 +275,20 @@ class BodyWalker:
                 child_role = role if text_index in (None, index) else _narrow(role, "html")
             elif index == text_index:
                 child_role = role if html_index is None else _narrow(role, "text")
-            self.walk(child, depth, child_role)
+            self._visit(child, depth, child_role, "text/plain")
 
     def _recover_multipart(self, part: Message, info: _PartInfo, depth: int, role: Role) -> None:
         """A multipart whose boundary is missing or wrong: find the boundary in the body."""
         self._defects.add("multipart-boundary-missing")
-        body = _payload_bytes(part)
+        body = payload_bytes(part)
         found = _BOUNDARY_LINE.search(body)
         if found and depth < MAX_DEPTH:
             boundary = found.group(1).removesuffix(b"--")
             head = b'Content-Type: %s; boundary="%s"\r\n\r\n' % (info.mimetype.encode("ascii"), boundary)
             repaired, usable = parse_tree(head + body, self._defects)
-            if usable and _children(repaired) is not None:
+            if usable and children_of(repaired) is not None:
                 self._defects.add("multipart-boundary-recovered")
-                self.walk(repaired, depth + 1, role)
+                self._visit(repaired, depth + 1, role, "text/plain")
                 return
         plain = _PartInfo("text/plain", info.content_type, info.disposition, info.transfer_encoding, None, "")
         self._add_body(decode_transfer(body, info.transfer_encoding, self._defects), plain, role)
@@ -268,17 +298,39 @@ class BodyWalker:
         if info.subtype == "html" and not charset:
             sniffed = _HTML_META_CHARSET.search(content[:4096])
             charset = sniffed.group(1).decode("ascii") if sniffed else None
-        text = _clean_body_text(decode_text(content, charset, self._defects, "body")).rstrip()
+        self._add_text(decode_text(content, charset, self._defects, "body"), info.subtype, role, self.result)
+
+    def _add_text(self, text: str, subtype: str, role: Role, into: BodyParts) -> None:
+        """Add decoded body text (`subtype` html or plain) to the branches `role` allows."""
+        text = _clean_body_text(text).rstrip()
         if not text.strip():
             return
-        if info.subtype == "html":
+        if subtype == "html":
             if role in ("all", "html"):
-                self.result.html_parts.append(text)
+                into.html_parts.append(text)
             return
         if role in ("all", "text"):
-            self.result.text_parts.append(text)
+            into.text_parts.append(text)
         if role in ("all", "html"):
-            self.result.html_parts.append(plain_to_html(text))
+            into.html_parts.append(plain_to_html(text))
+
+    def _open_tnef(self, content: bytes, info: _PartInfo) -> None:
+        """Attach the files inside a TNEF part instead of the part; keep its body for `_finish`."""
+        found = read_tnef(content, self._defects)
+        if found is None:
+            self._attach(content, info)
+            return
+        if found.rtf_only:
+            self._rtf_only.append((len(self.result.attachments), content, info))
+        for file in found.files:
+            self._attach(file.content, _tnef_file_info(file))
+        self._add_tnef_body(found)
+
+    def _add_tnef_body(self, found: TnefContent) -> None:
+        if found.html:
+            self._add_text(found.html, "html", "all", self._tnef_body)
+        elif found.text:
+            self._add_text(found.text, "plain", "all", self._tnef_body)
 
     def _generated_name(self, mimetype: str) -> str:
         if mimetype in _KNOWN_NAMES:
@@ -292,9 +344,9 @@ class BodyWalker:
             content = _message_bytes(part, self._linesep)
         except Exception:  # a hostile attached message must not sink its parent
             self._defects.add("attached-message-unreadable")
-            content = _payload_bytes(part)
+            content = payload_bytes(part)
         if not info.filename and info.subtype in ("rfc822", "global"):
-            inner = _children(part)
+            inner = children_of(part)
             subject = ""
             if inner:
                 raw_subject = RawHeaders.of(inner[0]).first("subject")
@@ -303,7 +355,8 @@ class BodyWalker:
             info.filename = f"{stem}.eml" if stem else ""
         self._attach(content, info)
 
-    def _attach(self, content: bytes, info: _PartInfo) -> None:
+    def _attach(self, content: bytes, info: _PartInfo, position: int | None = None) -> None:
+        """Add an attachment (at the end, or at `position`) unless it is over the size limit."""
         filename = info.filename or self._generated_name(info.mimetype)
         limit = self._max_attachment_bytes
         if limit is not None and len(content) > limit:
@@ -312,15 +365,25 @@ class BodyWalker:
         inline = info.disposition.value == "inline" or (
             not info.disposition.value and info.content_id is not None
         )
-        self.result.attachments.append(
-            Attachment(
-                filename=filename,
-                mimetype=info.mimetype,
-                content=content,
-                content_id=info.content_id,
-                inline=inline,
-            )
+        attachment = Attachment(
+            filename=filename,
+            mimetype=info.mimetype,
+            content=content,
+            content_id=info.content_id,
+            inline=inline,
         )
+        if position is None:
+            self.result.attachments.append(attachment)
+        else:
+            self.result.attachments.insert(position, attachment)
+
+
+def _tnef_file_info(file: TnefFile) -> _PartInfo:
+    """Part info for a file taken out of TNEF: no MIME headers, so no disposition."""
+    content_type = ContentHeader(file.mimetype)
+    return _PartInfo(
+        file.mimetype, content_type, ContentHeader(), "", file.content_id, safe_filename(file.filename)
+    )
 
 
 def _kebab(name: str) -> str:
@@ -343,7 +406,7 @@ def _holds_body(part: Message, subtype: str) -> bool:
     while stack:
         current, depth = stack.pop()
         info = _part_info(current, "text/plain", scratch)
-        children = _children(current)
+        children = children_of(current)
         if children is not None:
             if info.maintype != "message" and depth < MAX_DEPTH:
                 stack.extend((child, depth + 1) for child in children)

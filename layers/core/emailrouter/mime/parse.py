@@ -4,6 +4,10 @@
 merely broken: it repairs what it can and lists each repair in `defects`
 (the codes are listed in `emailrouter.mime`). Input that is not mail at all (empty,
 not bytes, no header block) raises `MalformedMessageError`.
+
+Outlook's Thread-Index is decoded by `mime.thread_index`, TNEF parts are opened
+by the body walker (`mime.tnef`), and delivery status notifications are read
+by `mime.dsn`; the last two only run when the message has such a part.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 from emailrouter.mime.addresses import parse_address_list
 from emailrouter.mime.bodies import BodyWalker
 from emailrouter.mime.defects import DefectLog
+from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.fingerprint import message_fingerprint
 from emailrouter.mime.headers import (
@@ -24,10 +29,13 @@ from emailrouter.mime.headers import (
     parse_references,
 )
 from emailrouter.mime.models import ParsedMessage
+from emailrouter.mime.thread_index import decode_thread_index
 from emailrouter.mime.tree import parse_tree
 
 if TYPE_CHECKING:
-    from emailrouter.mime.models import Address
+    from email.message import Message
+
+    from emailrouter.mime.models import Address, DeliveryReport
 
 # Headers kept in `ParsedMessage.headers`, decoded, first value only.
 SELECTED_HEADERS = (
@@ -99,6 +107,14 @@ def _sender(headers: RawHeaders, defects: DefectLog) -> Address | None:
     return None
 
 
+def _delivery_report(message: Message, headers: RawHeaders, defects: DefectLog) -> DeliveryReport | None:
+    """The delivery report of a multipart/report; the substring test keeps other mail cheap."""
+    content_type = headers.first("content-type")
+    if content_type is None or "report" not in content_type.lower():
+        return None
+    return read_delivery_report(message, defects)
+
+
 def _as_bytes(raw: object) -> bytes:
     if isinstance(raw, bytes):
         return raw
@@ -157,6 +173,8 @@ def parse_message(
         attachments=walker.result.attachments,
         headers=_selected_headers(headers, defects),
         size=len(data),
+        thread_index=decode_thread_index(headers.first("thread-index"), defects),
+        delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
     )
     parsed.defects = defects.as_list()
     parsed.fingerprint = message_fingerprint(

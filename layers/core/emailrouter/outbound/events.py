@@ -5,16 +5,20 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emailrouter.crm.emails import STATE_OPEN, STATUS_FAILED
 
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnections
     from emailrouter.ledger.store import Ledger
-    from emailrouter.tenancy.store import TenantStore
+    from emailrouter.tenancy.models import TenantConfig
 
 HEADER = "X-EmailRouter-Id"
+
+
+class TenantLookup(Protocol):
+    def get(self, tenant_id: str) -> TenantConfig: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ def parse_ses_event(body: str) -> SesEvent:
     )
 
 
-def apply_ses_event(event: SesEvent, tenants: TenantStore, ledger: Ledger, crm: CrmConnections) -> str:
+def apply_ses_event(event: SesEvent, tenants: TenantLookup, ledger: Ledger, crm: CrmConnections) -> str:
     """Record the event (any event proves SES accepted the message); hard-bounced and
     complaining recipients go on the tenant's suppression list; a permanent bounce or a reject
     marks the CRM email Failed. Returns what was done."""
@@ -97,6 +101,7 @@ def apply_ses_event(event: SesEvent, tenants: TenantStore, ledger: Ledger, crm: 
     return f"marked failed: {event.detail}"
 
 
+DSN_EVENT = "DeliveryStatusNotification"  # a bounce that came back by mail, not from SES
 FAILURE_NOTE_CLASS = "emailrouter-delivery-failure"
 
 
@@ -106,5 +111,6 @@ def with_failure_note(description: str, event: SesEvent) -> str:
     second bounce does not stack notes)."""
     if FAILURE_NOTE_CLASS in description:
         return description
-    note = html.escape(f"Delivery failed ({event.event_type}, reported by Amazon SES): {event.detail}")
+    source = "the recipient's mail system" if event.event_type == DSN_EVENT else "Amazon SES"
+    note = html.escape(f"Delivery failed ({event.event_type}, reported by {source}): {event.detail}")
     return description + '<hr><p class="' + FAILURE_NOTE_CLASS + '">' + note + "</p>"

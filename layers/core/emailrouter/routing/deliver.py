@@ -1,9 +1,15 @@
-"""deliver_inbound's work for one message: parse → claim → filter → correlate → resolve → one
-CRM write → outcome in the ledger. Acknowledging at the source happens per batch (acknowledge.py).
+"""deliver_inbound's work for a batch of queued messages: parse → claim → filter → correlate →
+resolve → CRM write → outcome in the ledger. Acknowledging at the source happens per batch
+(acknowledge.py).
 
-Exactly once: the ledger claim stops concurrent work on the same message; the email's activityid
-is derived from the message, so a retry after a crash at any step re-creates nothing (Dataverse
-answers 412 for the existing id and we adopt it).
+The batch is handled together, because per-message round trips dominate the worker's cost: one
+ledger transaction claims every message, one read fetches what correlation and loop protection
+need, party resolution runs once per tenant, the new emails of a tenant go to the CRM in one
+`$batch`, and one transaction records every outcome with its thread-index entries.
+
+Exactly once: the claim stops concurrent work on the same message; the email's activityid is
+derived from the message, so a retry after a crash at any step re-creates nothing (Dataverse
+answers 412 for the existing id and it is adopted).
 """
 
 from __future__ import annotations
@@ -13,28 +19,35 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from emailrouter.crm.emails import (
-    create_incoming_email,
+    create_incoming_emails,
     email_id_for,
-    find_by_message_ids,
-    find_by_tracking_token,
     incoming_email_body,
-    regarding_of,
 )
-from emailrouter.crm.tracking_token import TrackingTokenFormat
+from emailrouter.crm.errors import CrmError
+from emailrouter.crm.parties import choose_sender
 from emailrouter.ledger.models import Outcome
+from emailrouter.ledger.store import ClaimBusyError
+from emailrouter.ledger.threads import ThreadRef, conversation_key, message_id_key, ref_ops, subject_prefix
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.parse import parse_message
+from emailrouter.observability import logger
 from emailrouter.queues.sender import raw_bytes
 from emailrouter.routing.attachments import drop_blocked_attachments
+from emailrouter.routing.correlate import Candidate, TenantCorrelator
+from emailrouter.routing.crossmailbox import add_mailbox_party
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
-from emailrouter.routing.filters import auto_generated_reason, tracking_reason
+from emailrouter.routing.filters import auto_generated_reason, received_after_reason, tracking_reason
 from emailrouter.routing.keys import message_key, raw_key
-from emailrouter.routing.loops import loop_reason
+from emailrouter.routing.loops import loop_counter
 from emailrouter.routing.outcomes import DeliveryResult, is_retryable, quarantine_reason
+from emailrouter.routing.reports import apply_delivery_report
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from emailrouter.crm.connections import CrmConnection, CrmConnections
-    from emailrouter.crm.emails import Regarding
+    from emailrouter.crm.parties import PartyMatch
+    from emailrouter.ledger.models import InboundRecord
     from emailrouter.ledger.store import Ledger
     from emailrouter.mime.models import ParsedMessage
     from emailrouter.queues.messages import InboundMessage
@@ -43,7 +56,6 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 CLAIM_TTL_SECONDS = 120
-MAX_REFERENCES = 32
 
 
 @dataclass
@@ -63,6 +75,41 @@ class TenantCache:
         return tenant
 
 
+@dataclass(eq=False)
+class Work:
+    """One queued message on its way to an outcome."""
+
+    message: InboundMessage
+    owner: str
+    tenant: TenantConfig = field(init=False)
+    mailbox: MailboxConfig = field(init=False)
+    raw: bytes = b""
+    parsed: ParsedMessage | None = None
+    problem: str | None = None
+    key: str = ""
+    twin_of: Work | None = None  # the same message earlier in this batch (another mailbox)
+    claimed: bool = False
+    result: DeliveryResult | None = None
+    error: BaseException | None = None  # the message goes back to its queue
+    auto_reason: str | None = None  # auto-generated, tracked because the tenant says so
+    candidate: Candidate | None = None
+    counter: tuple[str, int] | None = None  # loop-protection counter (sk, expiry)
+    body: dict[str, Any] | None = None
+    party_addresses: list[str] = field(default_factory=list)
+    raw_s3_key: str | None = None
+    ledger_ops: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        """Still on its way: no outcome and no error yet."""
+        return self.result is None and self.error is None
+
+    def finish(
+        self, outcome: Outcome, reason: str = "", email_id: str | None = None, method: str | None = None
+    ) -> None:
+        self.result = DeliveryResult(self.tenant.tenant_id, self.key, outcome, reason, email_id, method)
+
+
 class InboundDelivery:
     def __init__(
         self,
@@ -79,131 +126,435 @@ class InboundDelivery:
         self._faults = faults
 
     def deliver(self, message: InboundMessage, owner: str) -> DeliveryResult:
-        """Process one queued message to its outcome. Raises when it must go back to the queue."""
-        tenant = self._tenants.get(message.tenant_id)
-        mailbox = tenant.mailbox(message.mailbox_id)
-        raw = raw_bytes(message, self._raw)
+        """Process one message to its outcome. Raises when it must go back to the queue."""
+        outcome = self.deliver_batch([(message, owner)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def deliver_batch(
+        self, items: list[tuple[InboundMessage, str]], deadline: Callable[[], float] | None = None
+    ) -> list[DeliveryResult | BaseException]:
+        """Each (message, owner) to its outcome, or to the exception that sends it back to its queue.
+        `deadline()` is the monotonic time by which CRM retries must be over (the Lambda's)."""
+        works = [Work(message, owner) for message, owner in items]
+        return _Run(self, works, deadline).run()
+
+
+class _Run:
+    """One batch's way through the steps; holds what the steps share."""
+
+    def __init__(
+        self, delivery: InboundDelivery, works: list[Work], deadline: Callable[[], float] | None
+    ) -> None:
+        self._tenants = delivery._tenants
+        self._ledger = delivery._ledger
+        self._raw = delivery._raw
+        self._crm = delivery._crm
+        self._faults = delivery._faults
+        self._works = works
+        self._deadline = deadline
+        self._correlators: dict[str, TenantCorrelator] = {}
+
+    def run(self) -> list[DeliveryResult | BaseException]:
+        works = self._works
+        for work in works:
+            self._prepare(work)
+        self._claim(works)
+        self._faults.reach("after_claim")
+        claimed = [w for w in works if w.open and w.claimed]
+        for work in claimed:
+            self._screen(work)
+        by_tenant: dict[str, list[Work]] = {}
+        for work in claimed:
+            if work.open:
+                by_tenant.setdefault(work.tenant.tenant_id, []).append(work)
+        index = self._read_index(by_tenant)
+        for tenant_works in by_tenant.values():
+            self._route_tenant(tenant_works, index)
+        self._faults.reach("after_crm_write")
+        self._faults.reach("before_ledger_commit")
+        self._commit(works)
+        return [w.result if w.result is not None else w.error or RuntimeError("no outcome") for w in works]
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _prepare(self, work: Work) -> None:
         try:
-            parsed: ParsedMessage | None = parse_message(
-                raw, max_attachment_bytes=tenant.max_attachment_bytes
-            )
-            problem = None
+            work.tenant = self._tenants.get(work.message.tenant_id)
+            work.mailbox = work.tenant.mailbox(work.message.mailbox_id)
+            work.raw = raw_bytes(work.message, self._raw)
+        except Exception as error:
+            work.error = error
+            return
+        tenant = work.tenant
+        try:
+            work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
         except MalformedMessageError as error:
-            parsed, problem = None, f"not parseable as mail: {error}"
-        if parsed is not None and len(raw) > tenant.max_message_bytes:
-            problem = (
-                f"message of {len(raw)} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
+            work.problem = f"not parseable as mail: {error}"
+        if work.parsed is not None and len(work.raw) > tenant.max_message_bytes:
+            work.problem = (
+                f"message of {len(work.raw)} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
             )
-        key = raw_key(raw) if parsed is None else message_key(parsed)
-        attrs = {
-            "mailbox_id": mailbox.mailbox_id,
-            "source_ref": message.source_ref,
+        work.key = raw_key(work.raw) if work.parsed is None else message_key(work.parsed)
+
+    def _claim(self, works: list[Work]) -> None:
+        first: dict[tuple[str, str], Work] = {}
+        to_claim: list[Work] = []
+        for work in works:
+            if work.error is not None:
+                continue
+            ident = (work.tenant.tenant_id, work.key)
+            if ident in first:
+                work.twin_of = first[ident]
+                continue
+            first[ident] = work
+            to_claim.append(work)
+        if not to_claim:
+            return
+        claims = [(w.tenant.tenant_id, w.key, w.owner, self._claim_attrs(w)) for w in to_claim]
+        try:
+            answers = self._ledger.claim_many(claims, CLAIM_TTL_SECONDS)
+        except Exception as error:
+            for work in to_claim:
+                work.error = error
+            return
+        for work, answer in zip(to_claim, answers, strict=True):
+            if isinstance(answer, ClaimBusyError):
+                work.error = answer
+            elif answer is not None:
+                self._duplicate(work, answer)
+            else:
+                work.claimed = True
+
+    @staticmethod
+    def _claim_attrs(work: Work) -> dict[str, Any]:
+        parsed = work.parsed
+        return {
+            "mailbox_id": work.mailbox.mailbox_id,
+            "source_ref": work.message.source_ref,
             "message_id": parsed.message_id if parsed else None,
             "subject": parsed.subject[:200] if parsed else "",
         }
-        _claimed, finished = self._ledger.claim(tenant.tenant_id, key, owner, CLAIM_TTL_SECONDS, attrs)
-        if finished is not None:
-            self._record_source(tenant, mailbox, message, key)
-            return DeliveryResult(
-                tenant.tenant_id, key, Outcome.DUPLICATE, f"already {finished.outcome}", finished.crm_email_id
-            )
-        self._faults.reach("after_claim")
-        if parsed is None or problem is not None:
-            result = self._quarantine(tenant, key, owner, raw, mailbox, problem or "unparseable")
-        else:
+
+    def _duplicate(self, work: Work, finished: InboundRecord) -> None:
+        """The message already has an outcome: reached another mailbox, or a redelivery."""
+        work.finish(Outcome.DUPLICATE, f"already {finished.outcome}", finished.crm_email_id)
+        if (
+            finished.crm_email_id
+            and finished.party_addresses
+            and work.mailbox.address not in finished.party_addresses
+        ):
             try:
-                result = self._route(tenant, mailbox, parsed, key, owner)
+                connection = self._crm.for_tenant(work.tenant)
+                add_mailbox_party(connection, self._ledger, work.tenant, finished, work.mailbox.address)
             except Exception as error:
                 if is_retryable(error):
-                    raise
-                result = self._quarantine(tenant, key, owner, raw, mailbox, quarantine_reason(error))
-        self._record_source(tenant, mailbox, message, key)
-        return result
+                    work.result, work.error = None, error
 
-    def _record_source(
-        self, tenant: TenantConfig, mailbox: MailboxConfig, message: InboundMessage, key: str
-    ) -> None:
-        self._ledger.record_source(
-            tenant.tenant_id, mailbox.mailbox_id, message.source_ref, key, mailbox.delete_after_processing
-        )
+    def _screen(self, work: Work) -> None:
+        """What is decided without the CRM: quarantine, reports, auto-generated mail, date, loops."""
+        parsed, tenant, mailbox = work.parsed, work.tenant, work.mailbox
+        if parsed is None or work.problem is not None:
+            self._quarantine(work, work.problem or "unparseable")
+            return
+        if parsed.delivery_report is not None:
+            try:
+                reason = apply_delivery_report(parsed.delivery_report, tenant, self._ledger, self._crm)
+            except Exception as error:
+                self._fail(work, error)
+                return
+            work.finish(Outcome.FILTERED, reason)
+            return
+        auto = auto_generated_reason(parsed, tenant.auto_generated)
+        if auto is not None and not tenant.auto_generated.track:
+            work.finish(Outcome.FILTERED, auto)
+            return
+        work.auto_reason = auto
+        late = received_after_reason(parsed, mailbox, work.message.fetched_at)
+        if late is not None:
+            work.finish(Outcome.FILTERED, late)
+            return
+        work.counter = loop_counter(tenant, mailbox, parsed.sender.email if parsed.sender else "")
 
-    def _quarantine(
-        self, tenant: TenantConfig, key: str, owner: str, raw: bytes, mailbox: MailboxConfig, reason: str
-    ) -> DeliveryResult:
-        s3_key = self._raw.put(tenant.tenant_id, mailbox.mailbox_id, raw, kind="quarantine")
-        self._ledger.complete(
-            tenant.tenant_id, key, owner, Outcome.QUARANTINED, reason=reason, raw_s3_key=s3_key
-        )
-        return DeliveryResult(tenant.tenant_id, key, Outcome.QUARANTINED, reason)
+    def _read_index(self, by_tenant: dict[str, list[Work]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """One read for the batch: thread-index entries and loop counters."""
+        keys: list[tuple[str, str]] = []
+        for tenant_id, works in by_tenant.items():
+            for work in works:
+                if work.counter is not None:
+                    keys.append((tenant_id, work.counter[0]))
+        for tenant_id, works in by_tenant.items():
+            tenant = works[0].tenant
+            try:
+                connection = self._crm.for_tenant(tenant)
+            except Exception as error:
+                for work in works:
+                    self._fail(work, error)
+                continue
+            correlator = TenantCorrelator(tenant, self._ledger, connection.client)
+            self._correlators[tenant_id] = correlator
+            for work in works:
+                assert work.parsed is not None
+                work.candidate = correlator.candidate(work.parsed, _addresses(work.parsed))
+                keys += [(tenant_id, k) for k in correlator.index_keys(work.candidate)]
+        if not keys:
+            return {}
+        try:
+            return self._ledger.get_many(keys)
+        except Exception as error:
+            for works in by_tenant.values():
+                for work in works:
+                    if work.open:
+                        self._fail(work, error)
+            return {}
 
-    def _route(
-        self, tenant: TenantConfig, mailbox: MailboxConfig, parsed: ParsedMessage, key: str, owner: str
-    ) -> DeliveryResult:
-        auto = auto_generated_reason(parsed)
-        if auto is not None:
-            self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=auto)
-            return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, auto)
-        looping = loop_reason(self._ledger, tenant, mailbox, parsed.sender.email if parsed.sender else "")
-        if looping is not None:
-            self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=looping)
-            return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, looping)
+    def _route_tenant(self, works: list[Work], index: dict[tuple[str, str], dict[str, Any]]) -> None:
+        works = [w for w in works if w.open]
+        if not works:
+            return
+        tenant = works[0].tenant
         connection = self._crm.for_tenant(tenant)
-        regarding, correlation, is_response = self._correlate(connection, parsed)
-        if correlation is None and tenant.tracking_token.enabled:
-            regarding, correlation, is_response = self._correlate_by_token(connection, tenant, parsed)
-        addresses = [a.email for a in (parsed.to + parsed.cc + parsed.bcc)]
-        if parsed.sender is not None:
-            addresses.append(parsed.sender.email)
-        resolved = connection.parties.resolve(addresses)
-        sender_matches = resolved.get(parsed.sender.email, ()) if parsed.sender else ()
-        reason = tracking_reason(mailbox.tracking, is_response, sender_matches)
+        if self._deadline is not None:
+            connection.client.set_deadline(self._deadline)
+        self._limit_loops(works, index)
+        works = [w for w in works if w.open]
+        correlator = self._correlators[tenant.tenant_id]
+        tenant_index = {sk: item for (t, sk), item in index.items() if t == tenant.tenant_id}
+        try:
+            correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
+            resolved = connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox))
+        except Exception as error:
+            for work in works:
+                self._fail(work, error)
+            return
+        for work in works:
+            try:
+                self._build(work, connection, correlator, resolved)
+            except Exception as error:
+                self._fail(work, error)
+        self._write(connection, [w for w in works if w.open and w.body is not None])
+
+    def _limit_loops(self, works: list[Work], index: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Per-sender loop protection: the stored count plus this batch's earlier messages."""
+        seen: dict[str, int] = {}
+        for work in works:
+            if work.counter is None:
+                continue
+            sk = work.counter[0]
+            stored = int(index.get((work.tenant.tenant_id, sk), {}).get("count", 0))
+            seen[sk] = seen.get(sk, 0) + 1
+            count, settings = stored + seen[sk], work.tenant.loop_protection
+            if count > settings.max_messages:
+                sender = work.parsed.sender.email if work.parsed and work.parsed.sender else ""
+                work.finish(
+                    Outcome.FILTERED,
+                    f"loop protection: {count} messages from {sender} to {work.mailbox.address} within "
+                    f"{settings.window_minutes} minutes (limit {settings.max_messages})",
+                )
+
+    def _build(
+        self,
+        work: Work,
+        connection: CrmConnection,
+        correlator: TenantCorrelator,
+        resolved: dict[str, tuple[PartyMatch, ...]],
+    ) -> None:
+        parsed, tenant, mailbox, candidate = work.parsed, work.tenant, work.mailbox, work.candidate
+        assert parsed is not None and candidate is not None and candidate.result is not None
+        correlation = candidate.result
+        sender = parsed.sender.email if parsed.sender else ""
+        sender_matches = resolved.get(sender, ())
+        chosen = choose_sender(sender_matches, tenant.parties.unresolve_ambiguous_sender)
+        reason = tracking_reason(mailbox.tracking, correlation.is_response, sender_matches)
         if reason is not None:
-            self._ledger.complete(tenant.tenant_id, key, owner, Outcome.FILTERED, reason=reason)
-            return DeliveryResult(tenant.tenant_id, key, Outcome.FILTERED, reason)
+            work.finish(Outcome.FILTERED, reason)
+            return
+        if sender and not sender_matches and mailbox.auto_create_contact and work.auto_reason is None:
+            from emailrouter.crm.contacts import create_contact
+
+            chosen = create_contact(
+                connection.client, tenant.tenant_id, sender, parsed.sender.name if parsed.sender else ""
+            )
+            connection.parties.invalidate([sender])
+            resolved = {**resolved, sender: (chosen,)}
         blocked = drop_blocked_attachments(parsed, tenant.blocked_attachment_extensions)
         dropped = bool(blocked) or any(d.startswith("attachment-too-large") for d in parsed.defects)
-        body = incoming_email_body(email_id_for(tenant.tenant_id, key), parsed, resolved, regarding, dropped)
-        email_id, _created = create_incoming_email(connection.client, body)
-        self._faults.reach("after_crm_write")
-        outcome = Outcome.CORRELATED if correlation else Outcome.CREATED
-        self._faults.reach("before_ledger_commit")
-        self._ledger.complete(
-            tenant.tenant_id, key, owner, outcome, crm_email_id=email_id, correlation=correlation
+        email_id = email_id_for(tenant.tenant_id, work.key)
+        bcc = [mailbox.address] if mailbox.address not in _addresses(parsed) else []
+        for twin in self._twins_of(work):
+            if twin.mailbox.address not in _addresses(parsed) and twin.mailbox.address not in bcc:
+                bcc.append(twin.mailbox.address)
+        work.body = incoming_email_body(
+            email_id, parsed, resolved, correlation.regarding, dropped, sender=chosen, extra_bcc=bcc
         )
-        return DeliveryResult(tenant.tenant_id, key, outcome, "", email_id, correlation)
+        work.party_addresses = sorted(set(_addresses(parsed)) | set(bcc))
+        ref = ThreadRef(
+            email_id, correlation.regarding, candidate.fingerprint.addresses if candidate.fingerprint else ()
+        )
+        keys = []
+        if parsed.message_id:
+            keys.append(message_id_key(parsed.message_id))
+        if parsed.thread_index:
+            keys.append(conversation_key(parsed.thread_index))
+        if candidate.fingerprint is not None:
+            keys.append(subject_prefix(candidate.fingerprint.subject_hash) + email_id)
+        correlator.remember(candidate, keys, ref)
+        work.ledger_ops = ref_ops(self._ledger, tenant.tenant_id, keys, ref)
+        if correlation.ref is not None and correlation.ref_key is not None and correlation.ref.checked_at:
+            work.ledger_ops += ref_ops(self._ledger, tenant.tenant_id, [correlation.ref_key], correlation.ref)
 
-    def _correlate_by_token(
-        self, connection: CrmConnection, tenant: TenantConfig, parsed: ParsedMessage
-    ) -> tuple[Regarding | None, str | None, bool]:
-        """The organization's tracking token in the subject (other tenants' tokens never match)."""
-        settings = tenant.tracking_token
-        token = TrackingTokenFormat(
-            settings.prefix, settings.base, settings.user_digits, settings.counter_digits
-        ).find(parsed.subject)
-        if token is None:
-            return None, None, False
-        rows = find_by_tracking_token(connection.client, token)
-        if not rows:
-            return None, None, False
-        return regarding_of(rows[0]), "tracking-token", True
+    def _twins_of(self, work: Work) -> list[Work]:
+        return [w for w in self._works if w.twin_of is work]
 
-    def _correlate(
-        self, connection: CrmConnection, parsed: ParsedMessage
-    ) -> tuple[Regarding | None, str | None, bool]:
-        """In-Reply-To/References against the org's `messageid`: (regarding, method, is_response)."""
-        ids: list[str] = []
-        for candidate in [parsed.in_reply_to, *reversed(parsed.references[-MAX_REFERENCES:])]:
-            if candidate and candidate not in ids:
-                ids.append(candidate)
-        if not ids:
-            return None, None, False
-        rows: list[dict[str, Any]] = find_by_message_ids(connection.client, ids)
-        if not rows:
-            return None, None, False
-        # The nearest ancestor that has a regarding record wins.
-        by_id = {str(row.get("messageid")): row for row in rows}
-        for candidate in ids:
-            row = by_id.get(candidate)
-            if row is not None and (regarding := regarding_of(row)) is not None:
-                return regarding, "in-reply-to", True
-        return None, "in-reply-to", True
+    def _write(self, connection: CrmConnection, works: list[Work]) -> None:
+        if not works:
+            return
+        try:
+            answers = create_incoming_emails(connection.client, [w.body for w in works if w.body is not None])
+        except Exception as error:
+            for work in works:
+                self._fail(work, error)
+            return
+        for work, answer in zip(works, answers, strict=True):
+            if isinstance(answer, CrmError):
+                self._fail(work, answer)
+                continue
+            email_id, _created = answer
+            method = work.candidate.result.method if work.candidate and work.candidate.result else None
+            work.finish(Outcome.CORRELATED if method else Outcome.CREATED, "", email_id, method)
+
+    def _quarantine(self, work: Work, reason: str) -> None:
+        try:
+            work.raw_s3_key = self._raw.put(
+                work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
+            )
+        except Exception as error:
+            work.error = error
+            return
+        work.finish(Outcome.QUARANTINED, reason)
+
+    def _fail(self, work: Work, error: BaseException) -> None:
+        """Infrastructure trouble sends the message back to its queue; anything the message
+        itself causes quarantines it with its raw MIME kept."""
+        if isinstance(error, Exception) and not is_retryable(error):
+            work.result = None
+            self._quarantine(work, quarantine_reason(error))
+        else:
+            work.error = error
+
+    def _commit(self, works: list[Work]) -> None:
+        """One transaction: outcomes, source records, thread-index entries, loop counters."""
+        ops: list[dict[str, Any]] = []
+        committed: list[tuple[Work, list[dict[str, Any]]]] = []
+        counters: dict[tuple[str, str], tuple[int, int]] = {}
+        for work in works:
+            if work.twin_of is not None and work.error is None:
+                self._settle_twin(work)
+            if work.result is None:
+                continue
+            own: list[dict[str, Any]] = []
+            if work.claimed:
+                result = work.result
+                extra = {"party_addresses": work.party_addresses} if work.party_addresses else None
+                own.append(
+                    {
+                        "Update": self._ledger.complete_op(
+                            result.tenant_id,
+                            result.message_key,
+                            work.owner,
+                            result.outcome,
+                            result.reason,
+                            result.crm_email_id,
+                            result.correlation,
+                            work.raw_s3_key,
+                            extra,
+                        )
+                    }
+                )
+                if result.outcome in (Outcome.CREATED, Outcome.CORRELATED):
+                    own += work.ledger_ops
+            own.append(
+                {
+                    "Put": self._ledger.source_op(
+                        work.tenant.tenant_id,
+                        work.mailbox.mailbox_id,
+                        work.message.source_ref,
+                        work.key,
+                        work.mailbox.delete_after_processing,
+                    )
+                }
+            )
+            if work.counter is not None and work.claimed:
+                ckey = (work.tenant.tenant_id, work.counter[0])
+                amount, expiry = counters.get(ckey, (0, work.counter[1]))
+                counters[ckey] = (amount + 1, expiry)
+            committed.append((work, own))
+            ops += own
+        for (tenant_id, sk), (amount, expiry) in counters.items():
+            ops.append({"Update": self._ledger.counter_op(tenant_id, sk, expiry, amount)})
+        if not ops:
+            return
+        try:
+            if _unique_keys(ops) and self._ledger.transact(ops):
+                return
+        except Exception as error:
+            for work, _own in committed:
+                work.result, work.error = None, error
+            return
+        # A condition failed (a claim was lost) or the batch is too large for one transaction:
+        # each message on its own, so one cannot hold back the others.
+        for work, own in committed:
+            try:
+                if not self._ledger.transact(_dedupe(own)):
+                    work.result, work.error = None, ClaimBusyError(f"lost the claim on {work.key}")
+            except Exception as error:
+                work.result, work.error = None, error
+        for (tenant_id, sk), (amount, expiry) in counters.items():
+            try:
+                self._ledger.transact([{"Update": self._ledger.counter_op(tenant_id, sk, expiry, amount)}])
+            except Exception as error:  # a counter is advisory; the outcomes are recorded
+                logger.warning("loop-protection counter not updated", tenant_id=tenant_id, reason=str(error))
+
+    def _settle_twin(self, work: Work) -> None:
+        """The same message reached another mailbox in this batch: it shares the first's outcome."""
+        first = work.twin_of
+        assert first is not None
+        if first.result is not None:
+            work.result = DeliveryResult(
+                first.result.tenant_id,
+                first.result.message_key,
+                Outcome.DUPLICATE,
+                f"already {first.result.outcome.value} (same batch)",
+                first.result.crm_email_id,
+            )
+        else:
+            work.error = first.error or ClaimBusyError(f"message {work.key} is handled by another delivery")
+
+
+def _addresses(parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None) -> list[str]:
+    if parsed is None:
+        return []
+    addresses = [a.email for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
+    if parsed.sender is not None:
+        addresses.append(parsed.sender.email)
+    if mailbox is not None:
+        addresses.append(mailbox.address)
+    return addresses
+
+
+def _unique_keys(ops: list[dict[str, Any]]) -> bool:
+    keys = [_op_key(op) for op in ops]
+    return len(keys) == len(set(keys)) and len(ops) <= 100
+
+
+def _op_key(op: dict[str, Any]) -> tuple[str, str]:
+    body = next(iter(op.values()))
+    key = body.get("Key") or body["Item"]
+    return key["pk"]["S"], key["sk"]["S"]
+
+
+def _dedupe(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for op in ops:
+        unique[_op_key(op)] = op
+    return list(unique.values())

@@ -1,23 +1,60 @@
-"""The inbound worker's per-record and per-batch steps, as deliver_inbound calls them."""
+"""The inbound worker's batch steps, as deliver_inbound calls them."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
-from emailrouter.observability import logger
+from emailrouter.observability import count, logger
 from emailrouter.routing.acknowledge import acknowledge_mailbox
+from emailrouter.routing.outcomes import DeliveryResult
 from emailrouter.sources.errors import SourceError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from emailrouter.queues.messages import InboundMessage
-    from emailrouter.routing.outcomes import DeliveryResult
     from emailrouter.runtime import Runtime
 
 
 def deliver_one(runtime: Runtime, message: InboundMessage, owner: str) -> DeliveryResult:
     return runtime.delivery.deliver(message, owner)
+
+
+def deliver_messages(
+    runtime: Runtime, items: list[tuple[InboundMessage, str]], deadline: Callable[[], float] | None = None
+) -> list[DeliveryResult | BaseException]:
+    """Deliver a batch of (message, owner); log each outcome and count them per tenant."""
+    results = runtime.delivery.deliver_batch(items, deadline)
+    counts: Counter[tuple[str, str]] = Counter()
+    for (message, _owner), result in zip(items, results, strict=True):
+        if isinstance(result, DeliveryResult):
+            logger.info(
+                "message delivered",
+                tenant_id=message.tenant_id,
+                mailbox_id=message.mailbox_id,
+                message_key=result.message_key,
+                outcome=result.outcome,
+                reason=result.reason,
+                correlation=result.correlation,
+                crm_email_id=result.crm_email_id,
+            )
+            counts[(message.tenant_id, f"inbound_{result.outcome.value}")] += 1
+            if result.correlation:
+                counts[
+                    (message.tenant_id, f"inbound_correlated_by_{result.correlation.replace('-', '_')}")
+                ] += 1
+        else:
+            logger.warning(
+                "message returned to its queue",
+                tenant_id=message.tenant_id,
+                mailbox_id=message.mailbox_id,
+                reason=f"{type(result).__name__}: {result}"[:300],
+            )
+            counts[(message.tenant_id, "inbound_retried")] += 1
+    for (tenant_id, name), value in counts.items():
+        count(name, tenant_id, value)
+    return results
 
 
 def acknowledge_batch(runtime: Runtime, delivered: Iterable[InboundMessage]) -> int:

@@ -10,23 +10,21 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from emailrouter.ledger.store import Ledger
+
 if TYPE_CHECKING:
-    from emailrouter.ledger.store import Ledger
     from emailrouter.tenancy.models import MailboxConfig, TenantConfig
 
 
-def loop_reason(ledger: Ledger, tenant: TenantConfig, mailbox: MailboxConfig, sender: str) -> str | None:
-    """None while the sender is within the limit; otherwise the filter reason."""
+def loop_counter(tenant: TenantConfig, mailbox: MailboxConfig, sender: str) -> tuple[str, int] | None:
+    """The ledger counter (sk, expiry) for this sender and mailbox in the current window, or
+    None when the sender is not limited. deliver_inbound reads the counters of a batch together
+    and adds the batch's messages in the transaction that records their outcomes; concurrent
+    batches may each admit up to the limit before they see each other's counts."""
     settings = tenant.loop_protection
     sender = sender.lower()
     if not settings.enabled or not sender or sender in {a.lower() for a in settings.allow}:
         return None
     # The key carries a hash, not the address: counters are bookkeeping, not a contact list.
     name = f"loop#{mailbox.mailbox_id}#{hashlib.sha256(sender.encode()).hexdigest()[:24]}"
-    count = ledger.count_in_window(tenant.tenant_id, name, settings.window_minutes * 60)
-    if count <= settings.max_messages:
-        return None
-    return (
-        f"loop protection: {count} messages from {sender} to {mailbox.address} within "
-        f"{settings.window_minutes} minutes (limit {settings.max_messages})"
-    )
+    return Ledger.counter_key(name, settings.window_minutes * 60)
