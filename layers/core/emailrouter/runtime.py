@@ -84,7 +84,7 @@ class Runtime:
     @cached_property
     def poller(self) -> MailboxPoller:
         return MailboxPoller(
-            self.settings, self.tenants, self.ledger, self.raw_store, self.queue, self.secrets
+            self.settings, self.tenants, self.ledger, self.raw_store, self.queue, self.secrets, self.crm
         )
 
     @cached_property

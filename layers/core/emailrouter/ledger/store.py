@@ -537,12 +537,6 @@ class Ledger:
         return float(epoch() - int(item["intent_epoch"]["N"]))
 
     # ---- windowed counters ---------------------------------------------------------------
-    def count_in_window(self, tenant_id: str, name: str, window_seconds: int) -> int:
-        """Add one to the counter `name` for the current fixed window and return its value; the
-        item expires (TTL) two windows later."""
-        sk, expires_at = self.counter_key(name, window_seconds)
-        return self._add(tenant_id, sk, "count", expires_at=expires_at)
-
     @staticmethod
     def counter_key(name: str, window_seconds: int) -> tuple[str, int]:
         """(sk, expiry) of the counter `name` in the current fixed window."""

@@ -2,7 +2,8 @@
 
 Correlating a reply must not cost a Dataverse request per message, so every email the router
 creates or sends leaves small items in the ledger, under the tenant's partition:
-  REF#MID#<Message-ID>        a message we tracked, the id we gave mail we sent, the id SES assigned
+  REF#MID#<Message-ID>        a message we tracked, the id we gave mail we sent
+  REF#SES#<SES MessageId>     the id SES assigned to mail we sent (its Message-ID host varies)
   REF#TOK#<tracking token>    mail we sent with a token in its subject
   REF#CONV#<Thread-Index>     a tracked message's conversation index (base64 of the raw bytes)
   REF#SUBJ#<hash>#<email id>  smart matching: subject-word hash, with the participants' hashes
@@ -65,6 +66,11 @@ def _digest(value: str) -> str:
 
 def message_id_key(message_id: str) -> str:
     return f"REF#MID#{_digest(message_id.strip().lower())}"
+
+
+def ses_key(ses_message_id: str) -> str:
+    """The id SES gave mail we sent, whatever amazonses.com host its Message-ID header names."""
+    return f"REF#SES#{_digest(ses_message_id.strip().lower())}"
 
 
 def token_key(token: str) -> str:

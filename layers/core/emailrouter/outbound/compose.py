@@ -36,7 +36,7 @@ class CrmEmail:
 def read_email(client: DataverseClient, email_id: str) -> CrmEmail:
     row = client.get(
         f"emails({email_id})?$select=activityid,subject,description,statecode,statuscode,directioncode,"
-        "messageid,trackingtoken,modifiedon"
+        "messageid,trackingtoken,modifiedon,_regardingobjectid_value"
         "&$expand=email_activity_parties($select=participationtypemask,addressused,_partyid_value),"
         "email_activity_mime_attachment($select=filename,mimetype,body,attachmentcontentid)",
         headers=_ANNOTATIONS,

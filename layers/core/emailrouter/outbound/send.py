@@ -33,6 +33,7 @@ from emailrouter.outbound.compose import read_email, to_outbound
 from emailrouter.outbound.errors import PermanentSendError, RenderError, ThrottledError, TransientSendError
 from emailrouter.outbound.render import render_mime
 from emailrouter.outbound.ses import ses_assigned_message_id
+from emailrouter.outbound.threads import remember_sent
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.outcomes import RetryLater
 
@@ -83,7 +84,7 @@ class OutboundSender:
         if record is not None and record.state is OutboundState.FAILED:
             return SendResult(tenant.tenant_id, email_id, "skipped", f"failed earlier: {record.reason}")
         if record is not None and record.state is OutboundState.SENDING:
-            settled = self._settle_intent(client, tenant, email_id, record)
+            settled = self._settle_intent(client, tenant, email, record)
             if settled is not None:
                 return settled
             record = self._ledger.get_outbound(tenant.tenant_id, email_id)
@@ -147,6 +148,7 @@ class OutboundSender:
             # after the delay) settles it.
             return SendResult(tenant_id, email_id, "pending", f"SES outcome unknown: {error}")
         self._faults.reach("after_ses_accepted")
+        remember_sent(self._ledger, tenant_id, email, rendered.message_id, ses_id, outbound.tracking_token)
         self._ledger.record_sent(tenant_id, email_id, ses_id, ses_assigned_message_id(ses_id, self._region))
         self._faults.reach("before_mark_sent")
         self._mark_sent(client, email_id)
@@ -195,11 +197,20 @@ class OutboundSender:
 
     # ---- interrupted sends ---------------------------------------------------------------
     def _settle_intent(
-        self, client: DataverseClient, tenant: TenantConfig, email_id: str, record: OutboundRecord
+        self, client: DataverseClient, tenant: TenantConfig, email: CrmEmail, record: OutboundRecord
     ) -> SendResult | None:
         """An intent without a recorded SES answer. Returns a result, or None when the intent
         was released (SES never accepted it) and the caller should send now."""
+        email_id = email.email_id
         if record.accepted_ses_id or record.ses_message_id:
+            remember_sent(
+                self._ledger,
+                tenant.tenant_id,
+                email,
+                record.message_id or "",
+                record.accepted_ses_id or record.ses_message_id or "",
+                None,
+            )
             self._ledger.record_sent(
                 tenant.tenant_id,
                 email_id,

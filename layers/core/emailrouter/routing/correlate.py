@@ -27,10 +27,12 @@ from emailrouter.ledger.threads import (
     conversation_key,
     find_subject_refs,
     message_id_key,
+    ses_key,
     subject_prefix,
     token_key,
 )
 from emailrouter.mime.thread_index import ancestors
+from emailrouter.outbound.ses import ses_message_id_from_header
 from emailrouter.routing.smart_match import Fingerprint, fingerprint, is_forward, shares_enough
 
 if TYPE_CHECKING:
@@ -69,6 +71,16 @@ def reply_ids(parsed: ParsedMessage) -> list[str]:
         if candidate and candidate not in ids:
             ids.append(candidate)
     return ids
+
+
+def reply_keys(message_id: str) -> list[str]:
+    """Index keys a parent's id may be under: its Message-ID, and for mail SES delivered for us,
+    the SES MessageId inside it."""
+    keys = [message_id_key(message_id)]
+    ses_id = ses_message_id_from_header(message_id)
+    if ses_id:
+        keys.append(ses_key(ses_id))
+    return keys
 
 
 @dataclass(slots=True)
@@ -116,7 +128,7 @@ class TenantCorrelator:
             return []
         keys: list[str] = []
         if self._settings.in_reply_to:
-            keys += [message_id_key(i) for i in reply_ids(candidate.parsed)]
+            keys += [k for i in reply_ids(candidate.parsed) for k in reply_keys(i)]
         if candidate.token:
             keys.append(token_key(candidate.token))
         if self._settings.conversation_index and candidate.parsed.thread_index:
@@ -150,7 +162,7 @@ class TenantCorrelator:
             if self._skips(candidate):
                 continue
             ids = reply_ids(candidate.parsed)
-            if ids and not any(message_id_key(i) in index or i in batch_ids for i in ids):
+            if ids and not any(k in index for i in ids for k in reply_keys(i)) and not batch_ids & set(ids):
                 wanted += [i for i in ids if i not in wanted]
         rows: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), 20):
@@ -173,10 +185,10 @@ class TenantCorrelator:
         if self._settings.in_reply_to:
             ids = reply_ids(parsed)
             for message_id in ids:
-                key = message_id_key(message_id)
-                ref = self._lookup(key, index)
-                if ref is not None:
-                    return Correlation(IN_REPLY_TO, ref.regarding, ref, key)
+                for key in reply_keys(message_id):
+                    ref = self._lookup(key, index)
+                    if ref is not None:
+                        return Correlation(IN_REPLY_TO, ref.regarding, ref, key)
             # The org's own record of mail the router never saw: the nearest with a regarding wins.
             found = [crm_rows[i] for i in ids if i in crm_rows]
             if found:

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emailrouter.clock import iso
+from emailrouter.crm.errors import CrmError
 from emailrouter.ledger.models import Outcome
 from emailrouter.queues.sender import inbound_message
 from emailrouter.routing.acknowledge import acknowledge_pending
+from emailrouter.sources.approval import approval_problem
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageTooLargeError,
@@ -26,6 +28,7 @@ from emailrouter.tenancy.models import MailboxHealth
 
 if TYPE_CHECKING:
     from emailrouter.config import Settings
+    from emailrouter.crm.connections import CrmConnections
     from emailrouter.ledger.store import Ledger
     from emailrouter.queues.messages import InboundMessage
     from emailrouter.queues.rawstore import RawMailStore
@@ -58,6 +61,7 @@ class MailboxPoller:
         raw_store: RawMailStore,
         queue: QueueSender,
         secrets: TenantSecrets,
+        crm: CrmConnections | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -65,6 +69,7 @@ class MailboxPoller:
         self._raw = raw_store
         self._queue = queue
         self._secrets = secrets
+        self._crm = crm
 
     def poll(self, tenant_id: str, mailbox_id: str) -> PollResult:
         """Poll once. Source failures are recorded as mailbox health, not raised: the next
@@ -76,6 +81,11 @@ class MailboxPoller:
             result.state, result.reason = "skipped", "disabled"
             return result
         try:
+            waiting = self._awaiting_approval(tenant, mailbox)
+            if waiting is not None:
+                result.state, result.reason = "failing", waiting
+                self._record_health(tenant, mailbox, result)
+                return result
             source = open_source(tenant, mailbox, self._secrets, allow_private=self._settings.local_mode)
             with source:
                 result.acknowledged = len(acknowledge_pending(source, self._ledger, tenant, mailbox))
@@ -90,8 +100,17 @@ class MailboxPoller:
             result.state, result.reason = "failing", f"source error: {error}"
         except SecretAccessError as error:
             result.state, result.reason = "failing", f"credentials: {error}"
+        except CrmError as error:
+            result.state, result.reason = "failing", f"approval could not be checked: {error}"
         self._record_health(tenant, mailbox, result)
         return result
+
+    def _awaiting_approval(self, tenant: TenantConfig, mailbox: MailboxConfig) -> str | None:
+        if not mailbox.require_approval:
+            return None
+        if self._crm is None:
+            return "approval is required but the poller has no CRM connection"
+        return approval_problem(self._crm.for_tenant(tenant).client, mailbox.address)
 
     def _fetch_new(
         self, source: MailSource, tenant: TenantConfig, mailbox: MailboxConfig, result: PollResult
