@@ -206,3 +206,130 @@ def pending_send(
         f"{api}emails({email_id})", json={"statecode": 1, "statuscode": 6}, headers=headers, timeout=10
     ).raise_for_status()
     return email_id
+
+
+def dovecot_mailbox(
+    stack: LocalStack,
+    mailbox_id: str,
+    protocol: str,
+    *,
+    delete_after_processing: bool = False,
+    tracking: str = "all",
+) -> dict[str, Any]:
+    """A user `mailbox_id` on the stack's Dovecot, its credential in Secrets Manager, and the
+    tenant's configuration of that mailbox (address `<mailbox_id>@acme.example`)."""
+    import secrets
+
+    from emailrouter import aws
+
+    assert stack.endpoints is not None and stack.dovecot is not None
+    password = secrets.token_urlsafe(12)
+    stack.dovecot.add_user(mailbox_id, password)
+    secret = f"emailrouter/{TENANT}/mailbox-{mailbox_id}"
+    aws.client("secretsmanager").create_secret(
+        Name=secret, SecretString=json.dumps({"username": mailbox_id, "password": password})
+    )
+    port = stack.endpoints.pop3_port if protocol == "pop3" else stack.endpoints.imap_port
+    return {
+        "mailbox_id": mailbox_id,
+        "address": f"{mailbox_id}@acme.example",
+        "protocol": protocol,
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "credential_secret": secret,
+        "tracking": tracking,
+        "delete_after_processing": delete_after_processing,
+    }
+
+
+def tracked_email(stack: LocalStack, subject: str, message_id: str, account_id: str = ACCOUNT_ID) -> str:
+    """An email sent from the CRM earlier, regarding an account: what replies correlate to."""
+    assert stack.endpoints is not None
+    response = requests.post(
+        f"{stack.endpoints.dataverse_url}/api/data/v9.2/emails",
+        json={
+            "subject": subject,
+            "directioncode": True,
+            "messageid": message_id,
+            "regardingobjectid_account_email@odata.bind": f"/accounts({account_id})",
+        },
+        headers={
+            "Authorization": f"Bearer {stack.endpoints.dataverse_token}",
+            "Content-Type": "application/json",
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")"))
+
+
+def ledger_source_records(tenant_id: str = TENANT) -> list[dict[str, Any]]:
+    """The ledger's source records (`SRC#<mailbox>#<ref>`, one per message taken from a
+    mailbox): mailbox_id, source_ref, message_key and ack_pending of each."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    from emailrouter import aws
+    from emailrouter.config import get_settings
+
+    deserializer = TypeDeserializer()
+    paginator = aws.client("dynamodb").get_paginator("query")
+    records = []
+    for page in paginator.paginate(
+        TableName=get_settings().ledger_table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :src)",
+        ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"}, ":src": {"S": "SRC#"}},
+    ):
+        for item in page.get("Items", []):
+            plain = {key: deserializer.deserialize(value) for key, value in item.items()}
+            mailbox_id, source_ref = plain["sk"].removeprefix("SRC#").split("#", 1)
+            records.append(
+                {
+                    "mailbox_id": mailbox_id,
+                    "source_ref": source_ref,
+                    "message_key": plain["message_key"],
+                    "ack_pending": bool(plain.get("ack_pending")),
+                }
+            )
+    return records
+
+
+def dataverse_journal(stack: LocalStack) -> list[dict[str, Any]]:
+    """The emulator's request journal over its control endpoint, by arrival."""
+    assert stack.endpoints is not None
+    response = requests.get(f"{stack.endpoints.dataverse_url}/_emulator/journal", timeout=10)
+    response.raise_for_status()
+    return list(response.json()["entries"])
+
+
+# Arrival times and the client's waits use the same monotonic clock (nanosecond resolution),
+# and a client that counts Retry-After from when it read the 429 passes with no slack at all.
+# The 2 ms only absorbs timer rounding; it is tiny next to a 1 s Retry-After.
+CLOCK_GRANULARITY_SECONDS = 0.002
+
+
+def retry_after_violations(
+    entries: list[dict[str, Any]], granularity: float = CLOCK_GRANULARITY_SECONDS
+) -> list[str]:
+    """Requests that arrived while a Retry-After given to the same caller was still running.
+
+    For each 429 (the request's own, or a `$batch` part's) that arrived at `t` with Retry-After
+    `r`, every later request of that caller must arrive at `t + r` or after (less `granularity`).
+    A request that arrived before the 429 was answered is exempt: it was on its way before the
+    client could know. Entries are the journal's (`arrived`, `answered`, `caller`, `status`,
+    `operation_statuses`, `retry_after`, `method`, `path`).
+    """
+    problems: list[str] = []
+    for throttle in entries:
+        if throttle["status"] != 429 and 429 not in (throttle.get("operation_statuses") or ()):
+            continue
+        until = throttle["arrived"] + float(throttle["retry_after"] or 0)
+        for entry in entries:
+            if entry["caller"] != throttle["caller"] or entry["arrived"] <= throttle["answered"]:
+                continue
+            if entry["arrived"] < until - granularity:
+                problems.append(
+                    f"{entry['method']} {entry['path']} arrived {entry['arrived'] - throttle['arrived']:.3f} s "
+                    f"after a 429 with Retry-After {throttle['retry_after']} s"
+                )
+    return problems
