@@ -148,7 +148,10 @@ def _assert_well_formed(parsed: ParsedMessage, raw: bytes) -> None:
     assert all(isinstance(defect, str) for defect in parsed.defects)
     assert not any(defect.startswith("body-unreadable") for defect in parsed.defects)  # the safety net
     assert parsed.size == len(raw)
-    assert _FINGERPRINT.fullmatch(parsed.fingerprint)
+    # The fingerprint identifies messages without a Message-ID; with one it is not needed.
+    assert (
+        _FINGERPRINT.fullmatch(parsed.fingerprint) if parsed.message_id is None else parsed.fingerprint == ""
+    )
     # Everything must survive JSON/UTF-8 on the way to Dataverse: no lone surrogates.
     texts = [parsed.subject, parsed.html_body, parsed.text_body, *parsed.headers.values(), *parsed.defects]
     texts += [a.name for a in addresses] + [a.filename for a in parsed.attachments]

@@ -390,7 +390,7 @@ def test_wrong_signature_keeps_winmail_dat_with_a_defect() -> None:
 def test_truncated_stream_keeps_winmail_dat_with_a_defect() -> None:
     blob = two_files_with_html()
 
-    _kept_with_defect(blob[: len(blob) - 30], "tnef-invalid:checksum")
+    _kept_with_defect(blob[: len(blob) - 30], "tnef-invalid:truncated")
 
 
 def test_damaged_attribute_keeps_winmail_dat_with_a_defect() -> None:
@@ -403,7 +403,15 @@ def test_damaged_attribute_keeps_winmail_dat_with_a_defect() -> None:
 def test_stream_cut_inside_an_attribute_header_keeps_winmail_dat() -> None:
     blob = tnef_stream(message_header())[:-6] + b"\x01\x06\x90"
 
-    _kept_with_defect(blob, "tnef-invalid:checksum")
+    _kept_with_defect(blob, "tnef-invalid:truncated")
+
+
+def test_property_count_beyond_its_bytes_is_refused_before_the_reader_loops_on_it() -> None:
+    # tnefparse would iterate 2^32 - 1 times over a list holding one property.
+    props = struct.pack("<I", 0xFFFFFFFF) + prop_long(0x0E07, 1)
+    blob = tnef_stream(message_header(), attribute(LEVEL_MESSAGE, ATT_MAPI_PROPS, ATP_BYTE, props))
+
+    _kept_with_defect(blob, "tnef-invalid:property-count")
 
 
 def test_string_attribute_before_the_codepage_keeps_winmail_dat() -> None:

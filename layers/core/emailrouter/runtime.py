@@ -78,8 +78,13 @@ class Runtime:
         self.idempotency.config.register_lambda_context(context)
 
     @cached_property
+    def tenant_cache(self) -> TenantCache:
+        """Tenant configuration as a warm worker reads it: re-read at most every 30 s."""
+        return TenantCache(self.tenants)
+
+    @cached_property
     def delivery(self) -> InboundDelivery:
-        return InboundDelivery(TenantCache(self.tenants), self.ledger, self.raw_store, self.crm, self.faults)
+        return InboundDelivery(self.tenant_cache, self.ledger, self.raw_store, self.crm, self.faults)
 
     @cached_property
     def poller(self) -> MailboxPoller:

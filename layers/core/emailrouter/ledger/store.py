@@ -215,6 +215,20 @@ class Ledger:
                 return False
         return True
 
+    def put_many(self, items: list[dict[str, Any]]) -> None:
+        """Unconditional puts (`put_op` results), 25 per BatchWriteItem, retried while unprocessed."""
+        for start in range(0, len(items), 25):
+            request: dict[str, Any] = {
+                self._table: [{"PutRequest": {"Item": op["Item"]}} for op in items[start : start + 25]]
+            }
+            for _attempt in range(8):
+                response = self._ddb.batch_write_item(RequestItems=request)
+                request = response.get("UnprocessedItems") or {}
+                if not request:
+                    break
+            else:
+                raise ClaimBusyError("the ledger left items unwritten after repeated attempts")
+
     def query_prefix(self, tenant_id: str, prefix: str, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` items of the tenant whose sk starts with `prefix`, newest sk last."""
         response = self._ddb.query(

@@ -94,7 +94,7 @@ def ref_ops(ledger: Ledger, tenant_id: str, keys: list[str], ref: ThreadRef) -> 
 
 def record_refs(ledger: Ledger, tenant_id: str, keys: list[str], ref: ThreadRef) -> None:
     """Point `keys` at `ref` now (the outbound path, one email at a time)."""
-    ledger.transact(ref_ops(ledger, tenant_id, keys, ref))
+    ledger.put_many([op["Put"] for op in ref_ops(ledger, tenant_id, keys, ref)])
 
 
 def find_subject_refs(ledger: Ledger, tenant_id: str, subject_hash: str, limit: int = 50) -> list[ThreadRef]:

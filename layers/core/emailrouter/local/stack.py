@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from emailrouter import aws
+from emailrouter.local import moto_speed
 from emailrouter.local.runner import FunctionBinding, LocalRunner, QueueBinding, ScheduleBinding, rate_seconds
 
 REGION = "eu-west-1"
@@ -91,6 +92,8 @@ class LocalStack:
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> StackEndpoints:
         from moto.server import ThreadedMotoServer
+
+        moto_speed.apply()
 
         _quiet_local_servers()
 

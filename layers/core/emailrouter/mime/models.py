@@ -63,6 +63,6 @@ class ParsedMessage:
     headers: dict[str, str] = field(default_factory=dict)  # selected headers, decoded, first value
     defects: list[str] = field(default_factory=list)  # what the parser had to repair
     size: int = 0
-    fingerprint: str = ""  # stable hash of headers and body; identifies messages without Message-ID
+    fingerprint: str = ""  # stable hash of headers and body; set only for messages without Message-ID
     thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
     delivery_report: DeliveryReport | None = None  # set for delivery status notifications

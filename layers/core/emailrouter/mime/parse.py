@@ -140,7 +140,7 @@ def parse_message(
         raise MalformedMessageError("empty message")
     defects = DefectLog()
     start = _header_block_start(data, defects)
-    message, has_structure = parse_tree(data[start:], defects)
+    message, has_structure = parse_tree(memoryview(data)[start:], defects)
     headers = RawHeaders.of(message)
 
     for name in _SINGLE_HEADERS:
@@ -177,12 +177,13 @@ def parse_message(
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
     )
     parsed.defects = defects.as_list()
-    parsed.fingerprint = message_fingerprint(
-        sender=parsed.sender,
-        to=parsed.to,
-        cc=parsed.cc,
-        date=parsed.date,
-        subject=parsed.subject,
-        body_text=parsed.text_body,
-    )
+    if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID
+        parsed.fingerprint = message_fingerprint(
+            sender=parsed.sender,
+            to=parsed.to,
+            cc=parsed.cc,
+            date=parsed.date,
+            subject=parsed.subject,
+            body_text=parsed.text_body,
+        )
     return parsed

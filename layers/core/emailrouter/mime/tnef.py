@@ -20,8 +20,8 @@ CRM gets the real attachments instead. Decisions:
   tnefparse itself reads without complaint) gives None and a defect; the caller
   then keeps `winmail.dat` as it came.
 
-Defects: `tnef-invalid:<reason>` (`signature`, `checksum` or the error tnefparse
-raised; kept as an ordinary attachment), `tnef-empty` (nothing inside; kept),
+Defects: `tnef-invalid:<reason>` (`signature`, `checksum`, `truncated`, `property-count` or the
+error tnefparse raised; kept as an ordinary attachment), `tnef-empty` (nothing inside; kept),
 `tnef-body-rtf-only` (added by the walker when winmail.dat is kept for its RTF body).
 """
 
@@ -171,10 +171,42 @@ def _html_charset(html: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
+_MAPI_PROPERTY_LISTS = {0x00069003, 0x00069005}  # attMsgProps, attAttachment
+
+
+def layout_problem(content: bytes) -> str | None:
+    """Checks the stream's record layout before tnefparse reads it: every attribute within the
+    stream with a matching checksum, and every MAPI property list no longer than its bytes allow.
+    tnefparse trusts a property count as it stands, so one altered count (up to 2^32) would keep
+    it looping for hours; a hostile winmail.dat must cost no more than its size."""
+    offset, size = 6, len(content)  # signature and key
+    while offset < size:
+        if offset + 9 > size:
+            return "truncated"
+        attribute = int.from_bytes(content[offset + 1 : offset + 5], "little")
+        length = int.from_bytes(content[offset + 5 : offset + 9], "little")
+        end = offset + 9 + length
+        if end + 2 > size:
+            return "truncated"
+        data = content[offset + 9 : end]
+        if sum(data) & 0xFFFF != int.from_bytes(content[end : end + 2], "little"):
+            return "checksum"
+        if attribute in _MAPI_PROPERTY_LISTS and len(data) >= 4:
+            # A property takes at least its 4-byte tag, whatever its value.
+            if int.from_bytes(data[:4], "little") > (len(data) - 4) // 4:
+                return "property-count"
+        offset = end + 2
+    return None
+
+
 def read_tnef(content: bytes, defects: DefectLog) -> TnefContent | None:
     """The files and body of a TNEF stream; None (with a defect) when it cannot be read."""
     if not content.startswith(TNEF_SIGNATURE):
         defects.add("tnef-invalid", "signature")
+        return None
+    problem = layout_problem(content)
+    if problem is not None:
+        defects.add("tnef-invalid", problem)
         return None
     try:
         from tnefparse import TNEF  # imported here: only mail that carries TNEF pays for it

@@ -66,7 +66,7 @@ def acknowledge_batch(runtime: Runtime, delivered: Iterable[InboundMessage]) -> 
     mailboxes = sorted({(m.tenant_id, m.mailbox_id) for m in delivered})
     deleted = 0
     for tenant_id, mailbox_id in mailboxes:
-        tenant = runtime.tenants.get(tenant_id)
+        tenant = runtime.tenant_cache.get(tenant_id)
         mailbox = tenant.mailbox(mailbox_id)
         if not mailbox.delete_after_processing:
             continue

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emailrouter.ledger.threads import ThreadRef, message_id_key
+from emailrouter.ledger.threads import ThreadRef
 from emailrouter.outbound.events import DSN_EVENT, SesEvent, apply_ses_event
+from emailrouter.routing.correlate import reply_keys
 
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnections
@@ -37,9 +38,11 @@ def reported_email(report: DeliveryReport, tenant: TenantConfig, ledger: Ledger)
     ids = [i for i in (report.original_message_id, *reversed(report.original_references)) if i]
     if not ids:
         return None
-    found = ledger.get_many([(tenant.tenant_id, message_id_key(i)) for i in ids])
-    for message_id in ids:
-        item = found.get((tenant.tenant_id, message_id_key(message_id)))
+    # Our rendered Message-ID, or the one SES gave the message (what the recipient's server saw).
+    keys = [key for message_id in ids for key in reply_keys(message_id)]
+    found = ledger.get_many([(tenant.tenant_id, key) for key in keys])
+    for key in keys:
+        item = found.get((tenant.tenant_id, key))
         if item is not None:
             email_id = ThreadRef.from_item(item).email_id
             if ledger.get_outbound(tenant.tenant_id, email_id) is not None:
