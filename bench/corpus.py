@@ -6,10 +6,11 @@ inbound goals are stated against.
 
 from __future__ import annotations
 
-import base64
 import random
 from datetime import UTC, datetime
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 
 WORDS = [
@@ -104,4 +105,35 @@ def size_distribution(messages: list[bytes]) -> dict[str, float]:
     }
 
 
-__all__ = ["base64", "build_corpus", "size_distribution"]
+def corpus_shape(messages: list[bytes]) -> dict[str, float]:
+    """Shares read back from the bytes (not from the generator's choices), so a change to either
+    shows: with attachments, replies (In-Reply-To), HTML-only (no text/plain part)."""
+    parser = BytesParser(policy=policy.default)
+    attached = replies = html_only = 0
+    for raw in messages:
+        message = parser.parsebytes(raw)
+        attached += any(True for _ in message.iter_attachments())
+        replies += message["In-Reply-To"] is not None
+        types = {part.get_content_type() for part in message.walk()}
+        html_only += "text/html" in types and "text/plain" not in types
+    count = len(messages)
+    return {
+        "corpus_share_with_attachments": round(attached / count, 3),
+        "corpus_share_replies": round(replies / count, 3),
+        "corpus_share_html_only": round(html_only / count, 3),
+    }
+
+
+def check_representative(figures: dict[str, float]) -> list[str]:
+    """What keeps the corpus from the mix the inbound goals are stated against; empty when it fits."""
+    wanted = {
+        "corpus_size_median_kb": (10.0, 50.0),
+        "corpus_share_with_attachments": (0.15, 0.25),
+        "corpus_share_replies": (0.28, 0.38),
+        "corpus_share_html_only": (0.05, 0.25),
+    }
+    return [
+        f"{name} = {figures[name]} is outside [{low}, {high}]"
+        for name, (low, high) in wanted.items()
+        if not low <= figures[name] <= high
+    ]

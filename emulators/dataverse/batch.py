@@ -2,7 +2,9 @@
 
 Each operation runs through the same :class:`DataverseService` as a standalone call, so inner status
 lines, headers and bodies are the real ones. A change set runs in one store transaction and is rolled
-back if any of its operations fails. Response boundaries are server-chosen.
+back if any of its operations fails. Response boundaries are server-chosen. An optional
+``operation_fault`` hook may answer an operation in the service's place (injected faults of scope
+``operation``); the response records every operation's status for the request journal.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -136,11 +139,15 @@ class _ChangeSetFailed(Exception):
         self.response = response
 
 
+OperationFault = Callable[[BatchOperation], ApiResponse | None]
+
+
 class BatchExecutor:
     """Runs a parsed batch against the service and renders the multipart response."""
 
-    def __init__(self, service: DataverseService) -> None:
+    def __init__(self, service: DataverseService, operation_fault: OperationFault | None = None) -> None:
         self.service = service
+        self.operation_fault = operation_fault
 
     def execute(self, request: ApiRequest, items: list[BatchItem]) -> ApiResponse:
         if len(operations_of(items)) > MAX_OPERATIONS:
@@ -152,20 +159,24 @@ class BatchExecutor:
         continue_on_error = Preferences.parse(request.headers.value("Prefer")).continue_on_error
         boundary = f"batchresponse_{uuid.uuid4()}"
         rendered: list[bytes] = []
+        answered: list[ApiResponse] = []
         for item in items:
             if isinstance(item, ChangeSet):
-                part, failure = self._run_change_set(request, item)
+                part, failure = self._run_change_set(request, item, answered)
             else:
                 response = self._run(request, item, {})
+                answered.append(response)
                 part = _http_part(response, None)
                 failure = response.status if response.status >= 400 else None
             if failure is not None and not continue_on_error:
-                return _multipart(failure, boundary, [part], {})
+                return _multipart(failure, boundary, [part], {}, answered)
             rendered.append(part)
         applied = {"Preference-Applied": "odata.continue-on-error"} if continue_on_error else {}
-        return _multipart(200, boundary, rendered, applied)
+        return _multipart(200, boundary, rendered, applied, answered)
 
-    def _run_change_set(self, request: ApiRequest, change_set: ChangeSet) -> tuple[bytes, int | None]:
+    def _run_change_set(
+        self, request: ApiRequest, change_set: ChangeSet, answered: list[ApiResponse]
+    ) -> tuple[bytes, int | None]:
         references: dict[str, str] = {}
         done: list[tuple[BatchOperation, ApiResponse]] = []
         try:
@@ -177,6 +188,7 @@ class BatchExecutor:
                         )
                         raise _ChangeSetFailed(operation, ApiResponse.error(error))
                     response = self._run(request, operation, references)
+                    answered.append(response)
                     if response.status >= 400:
                         raise _ChangeSetFailed(operation, response)
                     done.append((operation, response))
@@ -211,6 +223,8 @@ class BatchExecutor:
             return ApiResponse.error(
                 DataverseError("0x80060888", "Batch requests cannot be nested.", status=400)
             )
+        if self.operation_fault is not None and (injected := self.operation_fault(operation)) is not None:
+            return injected
         inner = ApiRequest(operation.method, path, split.query, operation.headers, body, outer.token)
         response = self.service.handle(inner)
         if "OData-EntityId" in response.headers:
@@ -277,8 +291,19 @@ def _http_part(response: ApiResponse, content_id: str | None) -> bytes:
     return (head + "\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode() + response.body
 
 
-def _multipart(status: int, boundary: str, parts: list[bytes], headers: dict[str, str]) -> ApiResponse:
+def _multipart(
+    status: int, boundary: str, parts: list[bytes], headers: dict[str, str], answered: list[ApiResponse]
+) -> ApiResponse:
     body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
     body += b"--" + boundary.encode() + b"--\r\n"
     merged = {"Content-Type": f"multipart/mixed; boundary={boundary}", "OData-Version": "4.0", **headers}
-    return ApiResponse(status, merged, body)
+    waits = [int(r.headers.get("Retry-After", "0")) for r in answered if r.status == 429]
+    if status == 429 and waits:  # stopped at a throttled operation: the batch itself says how long
+        merged["Retry-After"] = str(max(waits))
+    return ApiResponse(
+        status,
+        merged,
+        body,
+        operation_statuses=[r.status for r in answered],
+        operation_retry_after=max(waits) if waits else None,
+    )

@@ -1,4 +1,4 @@
-"""The ``/_emulator/`` control endpoints (no auth): seed, reset, faults, limits, stats, dump.
+"""The ``/_emulator/`` control endpoints (no auth): seed, reset, faults, limits, stats, journal, dump.
 
 They sit outside ``/api/data`` so nothing a Web API client does can reach them by accident, and
 they are what a test or the local stack uses to arrange data and misbehaviour over HTTP.
@@ -7,6 +7,7 @@ they are what a test or the local stack uses to arrange data and misbehaviour ov
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from emulators.dataverse.faults import FaultRule
@@ -61,6 +62,11 @@ def handle_control(emulator: DataverseEmulator, method: str, path: str, body: by
                 return ApiResponse(204)
             case "GET", ["stats"]:
                 return _json(200, emulator.stats())
+            case "GET", ["journal"]:
+                return _json(200, {"entries": emulator.journal.as_json(), "now": time.monotonic()})
+            case "DELETE", ["journal"]:
+                emulator.journal.reset()
+                return ApiResponse(204)
             case "GET", ["dump", set_name]:
                 return _json(200, {"value": emulator.rows(set_name)})
     except (SeedError, ValueError, TypeError, KeyError) as error:

@@ -1,8 +1,16 @@
 """Misbehaviour on demand: throttling, server errors, latency and dropped connections.
 
 Rules match requests by method and a path substring and fire either with a probability (seeded, so
-a run is repeatable) or for the first N matching requests, or both. Faults act on HTTP requests as
-they arrive at ``/api/data`` (a ``$batch`` is one request here), after authentication.
+a run is repeatable) or for the first N matching requests, or both. By default (``scope``
+``request``) faults act on HTTP requests as they arrive at ``/api/data`` (a ``$batch`` is one
+request here), after authentication. With ``scope`` ``operation`` they act on each operation inside
+a ``$batch`` instead (method and path filters see the inner request), which answers that one part
+with the error and leaves the others alone (with ``odata.continue-on-error``).
+
+Failing rules (everything but latency) that carry a probability share one random draw per
+request, each owning its own slice of it in rule order, so their fractions do not interfere:
+``429`` at 0.3 and ``503`` at 0.05 answer 30 % and 5 % of the requests they match (not 30 % and
+5 % of the remaining 70 %). When the probabilities add up past 1 the later rules get what is left.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any, Literal
 
 FaultKind = Literal["429", "503", "500", "latency", "drop"]
 KINDS: frozenset[str] = frozenset({"429", "503", "500", "latency", "drop"})
+FaultScope = Literal["request", "operation"]
+SCOPES: frozenset[str] = frozenset({"request", "operation"})
 
 
 @dataclass(frozen=True)
@@ -25,22 +35,34 @@ class FaultRule:
     delay_ms: int = 0  # for latency
     method: str | None = None
     path_contains: str | None = None
+    scope: FaultScope = "request"  # "operation": each operation inside a $batch
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
         kind = str(data.get("kind"))
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(KINDS)}")
-        probability = data.get("probability")
+        probability = 1.0 if data.get("probability") is None else float(data["probability"])
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be between 0 and 1, not {probability}")
         count = data.get("count")
+        retry_after = 1 if data.get("retry_after") is None else int(data["retry_after"])
+        if retry_after < 0:
+            raise ValueError(f"retry_after is whole seconds, at least 0, not {retry_after}")
+        scope = str(data.get("scope") or "request")
+        if scope not in SCOPES:
+            raise ValueError(f"unknown fault scope {scope!r}; expected one of {sorted(SCOPES)}")
+        if scope == "operation" and kind == "drop":
+            raise ValueError("a dropped connection drops the whole $batch: use scope 'request'")
         return cls(
             kind=kind,  # type: ignore[arg-type]
-            probability=1.0 if probability is None else float(probability),
+            probability=probability,
             count=None if count is None else int(count),
-            retry_after=int(data.get("retry_after") or 1),
+            retry_after=retry_after,
             delay_ms=int(data.get("delay_ms") or 0),
             method=(data.get("method") or None) and str(data["method"]).upper(),
             path_contains=data.get("path_contains") or None,
+            scope=scope,  # type: ignore[arg-type]
         )
 
     def matches(self, method: str, path: str) -> bool:
@@ -71,19 +93,31 @@ class FaultInjector:
         with self._lock:
             return list(self._rules)
 
-    def pick(self, method: str, path: str) -> list[FaultRule]:
-        """Every latency rule that fires, then at most one failing rule (the first that fires)."""
+    def pick(self, method: str, path: str, scope: FaultScope = "request") -> list[FaultRule]:
+        """Every latency rule of ``scope`` that fires, then at most one failing rule (the first that fires)."""
         chosen: list[FaultRule] = []
         failure_chosen = False
+        draw: float | None = None  # the request's one draw for probabilistic failing rules
+        slice_start = 0.0
         with self._lock:
             for index, rule in enumerate(self._rules):
-                if rule.kind != "latency" and failure_chosen:
-                    continue
-                if not rule.matches(method, path):
+                if rule.scope != scope or not rule.matches(method, path):
                     continue
                 if rule.count is not None and self._fired[index] >= rule.count:
                     continue
-                if rule.probability < 1.0 and self._random.random() >= rule.probability:
+                if rule.kind == "latency":
+                    fires = rule.probability >= 1.0 or self._random.random() < rule.probability
+                elif failure_chosen:
+                    continue
+                elif rule.probability >= 1.0:
+                    fires = True
+                else:
+                    if draw is None:
+                        draw = self._random.random()
+                    slice_end = slice_start + rule.probability
+                    fires = slice_start <= draw < slice_end
+                    slice_start = slice_end
+                if not fires:
                     continue
                 self._fired[index] += 1
                 chosen.append(replace(rule))

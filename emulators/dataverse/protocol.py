@@ -49,6 +49,8 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     entity_url: str | None = None  # set when the operation created a row ($batch Content-ID references)
+    operation_statuses: list[int] | None = None  # a $batch's inner statuses, in request order
+    operation_retry_after: int | None = None  # a $batch's longest Retry-After among its inner 429s
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> ApiResponse:

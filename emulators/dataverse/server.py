@@ -1,8 +1,8 @@
 """The HTTP server and :class:`DataverseEmulator`, the object tests and the local stack hold.
 
 Request path for ``/api/data/v9.2/…``: authenticate the bearer token → injected faults → service
-protection (a ``$batch`` costs one per inner operation) → the Web API operation → accounting.
-Everything listens on loopback only.
+protection (a ``$batch`` costs one per inner operation) → the Web API operation → accounting and
+the request journal. Everything listens on loopback only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from emulators.dataverse.accounting import RequestLog
-from emulators.dataverse.batch import BatchExecutor, operations_of, parse_batch, set_name_of
+from emulators.dataverse.batch import BatchExecutor, BatchOperation, operations_of, parse_batch, set_name_of
 from emulators.dataverse.control import fault_rules, handle_control, rate_limit_of
 from emulators.dataverse.errors import (
     DataverseError,
@@ -29,6 +29,7 @@ from emulators.dataverse.errors import (
     unexpected_error,
 )
 from emulators.dataverse.faults import FaultInjector, FaultRule
+from emulators.dataverse.journal import JournalEntry, RequestJournal, caller_of
 from emulators.dataverse.protocol import ApiRequest, ApiResponse, Headers
 from emulators.dataverse.schema import table_for_set
 from emulators.dataverse.seeding import default_rows
@@ -73,9 +74,10 @@ class DataverseEmulator:
         self.org_name = org_name
         self.store = Store()
         self.service = DataverseService(self.store, Identity())
-        self.batch = BatchExecutor(self.service)
+        self.batch = BatchExecutor(self.service, self._operation_fault)
         self.faults = FaultInjector()
         self.log = RequestLog()
+        self.journal = RequestJournal()
         self._limiter: RequestRateLimiter | None = None
         self.set_rate_limit(rate_limit)
         self._server: _Server | None = None
@@ -138,6 +140,7 @@ class DataverseEmulator:
         self.store.clear()
         self.faults.clear()
         self.log.reset()
+        self.journal.reset()
         if self._limiter is not None:
             self._limiter = RequestRateLimiter(self._limiter.limit)
         seed_rows(self.service, default_rows(self.service, self.org_name))
@@ -156,6 +159,10 @@ class DataverseEmulator:
     def stats(self) -> dict[str, Any]:
         return self.log.snapshot()
 
+    def journal_entries(self) -> list[JournalEntry]:
+        """Every Web API request so far by arrival (monotonic clock), with caller and Retry-After."""
+        return self.journal.entries()
+
     def rows(self, set_name: str) -> list[dict[str, Any]]:
         """Every stored row of a set, raw (lookup annotations included), as copies."""
         if table_for_set(set_name) is None:
@@ -172,11 +179,14 @@ class DataverseEmulator:
         self, method: str, raw_path: str, query: str, headers: Headers, body: bytes
     ) -> ApiResponse | _Dropped:
         arrived = time.time()
+        arrived_monotonic = time.monotonic()
         path = urllib.parse.unquote(raw_path)
         relative = path[len(SERVICE_PATH) :] if path.startswith(SERVICE_PATH) else None
         set_name = set_name_of(relative or "") if relative is not None else ""
         operations: list[tuple[str, str]] | None = None
         token = _bearer(headers.value("Authorization"))
+        caller = caller_of(token) if token in self.tokens else None
+        fault: str | None = None
         try:
             if token is None or token not in self.tokens:
                 raise unauthorized()
@@ -184,16 +194,21 @@ class DataverseEmulator:
                 self.log.record_fault(rule.kind)
                 if rule.kind == "latency":
                     time.sleep(rule.delay_ms / 1000)
-                elif rule.kind == "drop":
+                    continue
+                fault = rule.kind
+                if rule.kind == "drop":
                     self.log.record(arrived, method, path, set_name, 0)
+                    self.journal.record(
+                        arrived=arrived_monotonic,
+                        answered=time.monotonic(),
+                        caller=caller,
+                        method=method,
+                        path=path,
+                        status=0,
+                        fault=fault,
+                    )
                     return DROP
-                elif rule.kind == "429":
-                    raise request_limit_exceeded(6000, 300, rule.retry_after)
-                else:
-                    error = unexpected_error(int(rule.kind))
-                    if rule.kind == "503":
-                        error.headers["Retry-After"] = str(rule.retry_after)
-                    raise error
+                raise _injected_error(rule)
             if relative is None:
                 raise resource_not_found(path.rsplit("/", 1)[-1] or path)
             request = ApiRequest(method, relative, query, headers, body, token)
@@ -215,10 +230,33 @@ class DataverseEmulator:
         except Exception:
             logger.exception("dataverse emulator failed on %s %s", method, raw_path)
             response = ApiResponse.error(unexpected_error(500))
-        if response.status == 429:
-            self.log.record_throttle(arrived, int(response.headers.get("Retry-After", "0")))
+        retry_after = _retry_after_of(response)
+        if response.status == 429 or 429 in (response.operation_statuses or ()):
+            self.log.record_throttle(arrived, retry_after or 0)
         self.log.record(arrived, method, path, set_name, response.status, operations)
+        self.journal.record(
+            arrived=arrived_monotonic,
+            answered=time.monotonic(),
+            caller=caller,
+            method=method,
+            path=path,
+            status=response.status,
+            retry_after=retry_after,
+            fault=fault,
+            operations=len(operations) if operations is not None else 1,
+            operation_statuses=response.operation_statuses,
+        )
         return response
+
+    def _operation_fault(self, operation: BatchOperation) -> ApiResponse | None:
+        """Faults of scope ``operation``: the answer for one operation inside a ``$batch``, or None."""
+        for rule in self.faults.pick(operation.method, operation.url, scope="operation"):
+            self.log.record_fault(rule.kind)
+            if rule.kind == "latency":
+                time.sleep(rule.delay_ms / 1000)
+                continue
+            return ApiResponse.error(_injected_error(rule))
+        return None
 
     def _admit(self, token: str, cost: int) -> None:
         limiter = self._limiter
@@ -227,6 +265,22 @@ class DataverseEmulator:
         retry_after = limiter.admit(token, cost)
         if retry_after is not None:
             raise request_limit_exceeded(limiter.limit.requests, limiter.limit.window_seconds, retry_after)
+
+
+def _injected_error(rule: FaultRule) -> DataverseError:
+    if rule.kind == "429":
+        return request_limit_exceeded(6000, 300, rule.retry_after)
+    error = unexpected_error(int(rule.kind))
+    if rule.kind == "503":
+        error.headers["Retry-After"] = str(rule.retry_after)
+    return error
+
+
+def _retry_after_of(response: ApiResponse) -> int | None:
+    """The response's Retry-After, or for a $batch answered 200 the longest one among its 429 parts."""
+    if "Retry-After" in response.headers:
+        return int(response.headers["Retry-After"])
+    return response.operation_retry_after
 
 
 def _bearer(header: str | None) -> str | None:

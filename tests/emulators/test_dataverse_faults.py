@@ -1,9 +1,10 @@
-"""Misbehaviour on demand, service protection, request accounting and the control surface of the
-Dataverse emulator (fact sheet §9.3; DESIGN "make it able to misbehave on demand")."""
+"""Misbehaviour on demand, service protection, request accounting, the request journal and the
+control surface of the Dataverse emulator (fact sheet §9.3; DESIGN "make it able to misbehave on demand")."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 import requests
 
 from emulators.dataverse import DataverseEmulator
-from tests.fixtures.dataverse import HEADERS
+from emulators.dataverse.journal import caller_of
+from tests.fixtures.dataverse import HEADERS, TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,6 +166,112 @@ def test_probabilistic_faults_repeat_with_the_same_seed(dataverse: DataverseEmul
     assert {200, 429} <= set(first)
 
 
+def test_probabilistic_429_and_503_answer_their_own_fractions(dataverse: DataverseEmulator) -> None:
+    # One draw per request, one slice per rule: 503 at 0.25 is a quarter of all requests, not a
+    # quarter of those the 429 rule spared (which would be 12.5 %).
+    dataverse.set_faults(
+        [
+            {"kind": "429", "probability": 0.5, "retry_after": 2},
+            {"kind": "503", "probability": 0.25, "retry_after": 1},
+        ],
+        seed=7,
+    )
+    with requests.Session() as http:
+        responses = [http.get(dataverse.api_url + "WhoAmI", headers=HEADERS, timeout=5) for _ in range(1000)]
+
+    statuses = [r.status_code for r in responses]
+    throttled = [r for r in responses if r.status_code == 429]
+    unavailable = [r for r in responses if r.status_code == 503]
+    assert set(statuses) == {200, 429, 503}
+    assert 0.46 <= statuses.count(429) / 1000 <= 0.54
+    assert 0.21 <= statuses.count(503) / 1000 <= 0.29
+    assert {r.headers["Retry-After"] for r in throttled} == {"2"}
+    assert {r.json()["error"]["code"] for r in throttled} == {"0x80072322"}
+    assert {r.json()["error"]["code"] for r in unavailable} == {"0x80040216"}
+    assert {r.headers["Retry-After"] for r in unavailable} == {"1"}
+
+
+def test_probabilistic_faults_over_http_with_a_seed_repeat(dataverse: DataverseEmulator) -> None:
+    rules = {
+        "rules": [{"kind": "429", "probability": 0.3}, {"kind": "503", "probability": 0.05}],
+        "seed": 11,
+    }
+
+    def run() -> list[int]:
+        requests.post(dataverse.url + "/_emulator/faults", json=rules, timeout=5).raise_for_status()
+        return [who_am_i(dataverse).status_code for _ in range(60)]
+
+    first, second = run(), run()
+
+    assert first == second
+    assert {200, 429} <= set(first)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"kind": "429", "probability": 1.5},
+        {"kind": "429", "retry_after": -1},
+        {"kind": "429", "scope": "everything"},
+        {"kind": "drop", "scope": "operation"},
+    ],
+)
+def test_fault_rule_out_of_range_is_refused(dataverse: DataverseEmulator, rule: dict[str, object]) -> None:
+    response = requests.post(dataverse.url + "/_emulator/faults", json={"rules": [rule]}, timeout=5)
+
+    assert response.status_code == 400
+    assert dataverse.faults.rules() == []
+
+
+def _who_am_i_batch(dv: DataverseEmulator, count: int, continue_on_error: bool) -> requests.Response:
+    part = "--b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET /api/data/v9.2/WhoAmI HTTP/1.1\r\n\r\n"
+    prefer = {"Prefer": "odata.continue-on-error"} if continue_on_error else {}
+    return requests.post(
+        dv.api_url + "$batch",
+        data=part * count + "--b--\r\n",
+        headers={**HEADERS, **prefer, "Content-Type": "multipart/mixed; boundary=b"},
+        timeout=5,
+    )
+
+
+def test_operation_scope_throttles_one_part_of_a_batch(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 2, "scope": "operation"}])
+
+    response = _who_am_i_batch(dataverse, 3, continue_on_error=True)
+    (entry,) = dataverse.journal_entries()
+
+    assert response.status_code == 200
+    statuses = re.findall(r"^HTTP/1\.1 (\d{3})", response.text, re.MULTILINE)
+    assert statuses == ["429", "200", "200"]
+    assert "Retry-After: 2" in response.text and "0x80072322" in response.text
+    assert (entry.status, entry.operation_statuses, entry.retry_after) == (200, [429, 200, 200], 2)
+    assert entry.throttled and entry.fault is None  # the request itself was not faulted
+    assert who_am_i(dataverse).status_code == 200  # plain requests are out of the rule's scope
+
+
+def test_batch_stopping_at_a_throttled_part_is_a_429_with_its_retry_after(
+    dataverse: DataverseEmulator,
+) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 3, "scope": "operation"}])
+
+    response = _who_am_i_batch(dataverse, 2, continue_on_error=False)
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+    assert dataverse.journal_entries()[0].operation_statuses == [429]
+
+
+def test_request_scope_throttles_the_whole_batch(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 2}])
+
+    response = _who_am_i_batch(dataverse, 2, continue_on_error=True)
+    (entry,) = dataverse.journal_entries()
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "0x80072322"
+    assert (entry.fault, entry.retry_after, entry.operation_statuses) == ("429", 2, None)
+
+
 def test_clear_faults_restores_normal_service(dataverse: DataverseEmulator) -> None:
     dataverse.set_faults([{"kind": "500"}])
     assert who_am_i(dataverse).status_code == 500
@@ -171,6 +279,83 @@ def test_clear_faults_restores_normal_service(dataverse: DataverseEmulator) -> N
     dataverse.clear_faults()
 
     assert who_am_i(dataverse).status_code == 200
+
+
+# ------------------------------------------------------------------ request journal
+
+
+def test_journal_records_arrival_caller_status_and_retry_after() -> None:
+    with DataverseEmulator(tokens=("token-a", "token-b")) as dv:
+        dv.set_faults([{"kind": "429", "count": 1, "retry_after": 3}])
+        before = time.monotonic()
+        throttled = requests.get(
+            dv.api_url + "WhoAmI", headers={"Authorization": "Bearer token-a"}, timeout=5
+        )
+        served = requests.get(dv.api_url + "WhoAmI", headers={"Authorization": "Bearer token-b"}, timeout=5)
+        refused = requests.get(dv.api_url + "WhoAmI", headers={"Authorization": "Bearer nope"}, timeout=5)
+        after = time.monotonic()
+        over_http = requests.get(dv.url + "/_emulator/journal", timeout=5).json()
+
+    entries = over_http["entries"]
+    assert (throttled.status_code, served.status_code, refused.status_code) == (429, 200, 401)
+    assert [e["status"] for e in entries] == [429, 200, 401]
+    assert [e["retry_after"] for e in entries] == [3, None, None]
+    assert [e["fault"] for e in entries] == ["429", None, None]
+    assert [e["caller"] for e in entries] == [caller_of("token-a"), caller_of("token-b"), None]
+    assert caller_of("token-a") != caller_of("token-b")
+    assert all("token-a" not in str(e) for e in entries)  # a fingerprint, never the token
+    arrivals = [e["arrived"] for e in entries]
+    assert before <= arrivals[0] <= arrivals[1] <= arrivals[2] <= after  # server-side monotonic
+    assert all(e["arrived"] <= e["answered"] <= after for e in entries)
+    assert over_http["now"] >= after
+    assert entries[0]["method"] == "GET" and entries[0]["path"] == "/api/data/v9.2/WhoAmI"
+
+
+def test_journal_tells_a_patient_client_from_an_impatient_one(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 2, "retry_after": 1}])
+
+    impatient = [who_am_i(dataverse).status_code, who_am_i(dataverse).status_code]
+    patient = who_am_i(dataverse)
+    time.sleep(1)
+    entries = dataverse.journal_entries()
+    patient_retry = who_am_i(dataverse)
+    after = dataverse.journal_entries()
+
+    assert impatient == [429, 429] and patient.status_code == 200 and patient_retry.status_code == 200
+    first_429, second_429, early = entries
+    assert second_429.arrived - first_429.arrived < first_429.retry_after  # did not wait
+    assert early.arrived - second_429.arrived < 1
+    assert after[-1].arrived - second_429.arrived >= 1  # waited out the second one
+
+
+def test_journal_records_dropped_connections_and_batch_operations(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "drop", "count": 1}])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        who_am_i(dataverse)
+    part = "--b\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nGET /api/data/v9.2/WhoAmI HTTP/1.1\r\n\r\n"
+    requests.post(
+        dataverse.api_url + "$batch",
+        data=part * 2 + "--b--\r\n",
+        headers={**HEADERS, "Content-Type": "multipart/mixed; boundary=b"},
+        timeout=5,
+    ).raise_for_status()
+
+    dropped, batch = dataverse.journal_entries()
+
+    assert (dropped.status, dropped.fault, dropped.caller) == (0, "drop", caller_of(TOKEN))
+    assert (batch.status, batch.operations, batch.path) == (200, 2, "/api/data/v9.2/$batch")
+
+
+def test_journal_is_emptied_by_reset_and_by_delete(dataverse: DataverseEmulator) -> None:
+    who_am_i(dataverse)
+    deleted = requests.delete(dataverse.url + "/_emulator/journal", timeout=5)
+    emptied_by_delete = dataverse.journal_entries()
+    who_am_i(dataverse)
+    requests.post(dataverse.url + "/_emulator/reset", timeout=5).raise_for_status()
+
+    assert deleted.status_code == 204
+    assert emptied_by_delete == []
+    assert dataverse.journal_entries() == []
 
 
 # ------------------------------------------------------------------ control endpoints over HTTP

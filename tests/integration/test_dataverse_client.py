@@ -1,9 +1,11 @@
-"""Our Web API client against the emulator over HTTP: retries, Retry-After, error classes,
-and party resolution with its cache."""
+"""Our Web API client against the emulator over HTTP: retries, Retry-After (held for every
+thread of the client), the deadline, error classes, and party resolution with its cache."""
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -13,6 +15,7 @@ from emailrouter.crm.errors import CrmAuthError, CrmNotFoundError, CrmRequestErr
 from emailrouter.crm.parties import PartyResolver
 from emulators.dataverse import DataverseEmulator
 from tests.fixtures.dataverse import TOKEN
+from tests.helpers import retry_after_violations
 
 CONTACT = "cccccccc-0000-0000-0000-000000000001"
 
@@ -55,6 +58,114 @@ def test_retries_stop_at_the_deadline_with_a_transient_error(dataverse: Datavers
         dataverse.clear_faults()
     assert time.monotonic() - started < 5  # it did not sleep 30 s past the deadline
     assert dataverse.stats()["total_requests"] == 1
+
+
+def test_a_429_holds_every_thread_of_the_client_until_its_retry_after(
+    dataverse: DataverseEmulator,
+) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 1}])
+    first_is_waiting = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        first_is_waiting.set()
+        time.sleep(seconds)
+
+    client = _client(dataverse, sleep=sleep)
+    outcome: list[object] = []
+    first = threading.Thread(target=lambda: outcome.append(client.get("WhoAmI")))
+    try:
+        first.start()
+        assert first_is_waiting.wait(5)  # the first thread got its 429 and waits it out
+        started = time.monotonic()
+        second = client.get("contacts?$select=fullname")  # this thread never saw a 429
+        waited = time.monotonic() - started
+        first.join(5)
+    finally:
+        dataverse.clear_faults()
+
+    entries = dataverse.journal_entries()
+    assert [e.status for e in entries] == [429, 200, 200]
+    throttle = entries[0]
+    assert all(e.arrived >= throttle.arrived + 1 for e in entries[1:])
+    assert retry_after_violations([asdict(e) for e in entries]) == []
+    assert waited > 0.5  # it waited on the other thread's Retry-After
+    assert "value" in second and outcome and "UserId" in outcome[0]  # type: ignore[operator]
+
+
+def test_a_throttled_part_of_a_batch_holds_the_client_like_a_429(dataverse: DataverseEmulator) -> None:
+    from emailrouter.crm import batch
+
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 1, "scope": "operation"}])
+    client = _client(dataverse)
+    try:
+        answers = batch.execute(client, [batch.Operation("GET", "WhoAmI"), batch.Operation("GET", "WhoAmI")])
+        client.get("WhoAmI")
+    finally:
+        dataverse.clear_faults()
+
+    assert isinstance(answers[0], CrmTransientError) and answers[0].status == 429
+    assert not isinstance(answers[1], Exception)
+    batch_entry, after = dataverse.journal_entries()
+    assert batch_entry.operation_statuses == [429, 200]
+    assert after.arrived >= batch_entry.arrived + 1
+    assert retry_after_violations([asdict(e) for e in dataverse.journal_entries()]) == []
+
+
+def test_a_retry_after_past_the_deadline_refuses_every_later_request_at_once(
+    dataverse: DataverseEmulator,
+) -> None:
+    dataverse.set_faults([{"kind": "429", "count": 1, "retry_after": 30}])
+    started = time.monotonic()
+    client = _client(dataverse, deadline=lambda: started + 5)
+    try:
+        with pytest.raises(CrmTransientError, match="429"):
+            client.get("WhoAmI")
+        with pytest.raises(CrmTransientError, match="throttled") as refused:
+            client.get("contacts")  # another call, same client: the gate is closed for 30 s
+    finally:
+        dataverse.clear_faults()
+
+    assert refused.value.status == 429
+    assert time.monotonic() - started < 1  # refused, not slept
+    assert [e.status for e in dataverse.journal_entries()] == [429]  # nothing else was sent
+
+
+def test_nothing_is_sent_once_the_deadline_has_passed(dataverse: DataverseEmulator) -> None:
+    client = _client(dataverse, deadline=lambda: time.monotonic() - 0.001)
+
+    with pytest.raises(CrmTransientError, match="deadline"):
+        client.get("WhoAmI")
+
+    assert dataverse.journal_entries() == []
+
+
+def test_back_off_for_5xx_never_sleeps_past_the_deadline(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "503", "retry_after": 0}])
+    started = time.monotonic()
+    try:
+        with pytest.raises(CrmTransientError, match="503"):
+            _client(dataverse, max_attempts=100, deadline=lambda: started + 0.3).get("WhoAmI")
+    finally:
+        dataverse.clear_faults()
+
+    assert time.monotonic() - started < 0.5
+    assert len(dataverse.journal_entries()) >= 1
+
+
+def test_a_slow_response_is_cut_off_at_the_deadline(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "latency", "delay_ms": 1500}])
+    started = time.monotonic()
+    try:
+        with pytest.raises(CrmTransientError, match="Timeout"):
+            _client(dataverse, deadline=lambda: started + 0.4).get("WhoAmI")
+        elapsed = time.monotonic() - started
+    finally:
+        dataverse.clear_faults()
+        # The server still answers the abandoned request; let it finish before the next test.
+        while not dataverse.journal_entries() and time.monotonic() - started < 5:
+            time.sleep(0.05)
+
+    assert elapsed < 1.0  # not the 20 s HTTP timeout, nor the 1.5 s the server took
 
 
 def test_dropped_connection_is_transient(dataverse: DataverseEmulator) -> None:

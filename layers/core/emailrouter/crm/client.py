@@ -1,14 +1,24 @@
 """A small Dataverse Web API client: OData headers, bearer token, retries within a deadline.
 
-429 waits at least its Retry-After; 5xx, timeouts and dropped connections back off with full
-jitter. Nothing is retried past the caller's deadline (the Lambda's remaining time): then the
-error surfaces as CrmTransientError and the message goes back to its queue.
+A 429 closes the client's :class:`ThrottleGate` for its Retry-After: service protection counts
+per user, so after a 429 no request of this client, from any thread, is sent before Retry-After
+has passed. A ``$batch`` whose parts include a 429 closes it too, for the longest Retry-After
+among them (the throttled operations come back as CrmTransientError through `crm.batch`).
+5xx, timeouts and dropped connections back off with full jitter, per request.
+
+Nothing waits past the caller's deadline (the Lambda's remaining time, see `crm.deadline`): when
+a wait would end after it, CrmTransientError is raised at once and the message goes back to its
+queue. The HTTP timeout is cut to the time left, too.
+
+One client per application user (per tenant) is what makes the gate right: a gate knows only
+the 429s of its own client, so other containers of the same tenant learn theirs separately.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +42,9 @@ if TYPE_CHECKING:
 
 _GUID_IN_URL = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 RETRYABLE = {429, 500, 502, 503, 504}
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 8.0
+NO_DEADLINE_SECONDS = 600.0
 
 
 @dataclass
@@ -52,6 +65,26 @@ def odata_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+class ThrottleGate:
+    """The moment (monotonic) before which a client sends nothing, shared by all its threads.
+
+    A 429 moves it to receipt time + Retry-After; it only ever moves later, so two threads
+    throttled at once keep the longer wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opens_at = 0.0
+
+    def close_until(self, moment: float) -> None:
+        with self._lock:
+            self._opens_at = max(self._opens_at, moment)
+
+    def opens_at(self) -> float:
+        with self._lock:
+            return self._opens_at
+
+
 class DataverseClient:
     def __init__(
         self,
@@ -64,6 +97,7 @@ class DataverseClient:
         max_attempts: int = 6,
         deadline: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.org_url = org_url.rstrip("/")
         self.api_url = f"{self.org_url}/api/data/{api_version}/"
@@ -71,12 +105,16 @@ class DataverseClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._max_attempts = max_attempts
-        self._deadline = deadline or (lambda: time.monotonic() + 600)
+        self._clock = clock
+        self._deadline = deadline or (lambda: clock() + NO_DEADLINE_SECONDS)
         self._sleep = sleep
+        self.gate = ThrottleGate()
+        self._counter_lock = threading.Lock()
         self.requests_sent = 0
 
     def set_deadline(self, deadline: Callable[[], float]) -> None:
-        """`deadline()` returns the monotonic time by which every retry must be over."""
+        """`deadline()` returns the monotonic time by which every retry must be over
+        (`crm.deadline.lambda_deadline(context)` in a handler)."""
         self._deadline = deadline
 
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
@@ -98,37 +136,86 @@ class DataverseClient:
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
+        """Send once the gate is open; retry transient failures within the deadline.
+
+        Raises CrmTransientError without waiting when the gate opens, or the back-off ends,
+        after the deadline; other CrmError classes at once (they are not worth retrying).
+        """
         url = path if path.startswith("http") else self.api_url + path.lstrip("/")
+        failure: CrmError | None = None
         attempt = 0
         while True:
+            self._wait_for_gate(method, url, failure)
+            timeout = self._time_left(method, url, failure)
             attempt += 1
-            wait: float | None = None
             try:
-                self.requests_sent += 1
+                with self._counter_lock:
+                    self.requests_sent += 1
                 raw = self._session.request(
                     method,
                     url,
                     json=json_body,
                     data=data,
                     headers=self._headers(headers),
-                    timeout=self._timeout,
+                    timeout=timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
-                failure: CrmError = CrmTransientError(f"{method} {_short(url)}: {type(error).__name__}")
+                failure = CrmTransientError(f"{method} {_short(url)}: {type(error).__name__}")
             else:
                 response = _response(raw)
+                if _is_batch(url):
+                    self._hold_for_throttled_parts(response)
                 if response.status < 400:
                     return response
                 failure = _error(method, url, response)
                 if response.status == 429:
-                    wait = _retry_after(response.headers)
+                    self.gate.close_until(self._clock() + _retry_after(response.headers))
             if not isinstance(failure, CrmTransientError) or attempt >= self._max_attempts:
                 raise failure
-            if wait is None:
-                wait = random.uniform(0, min(8.0, 0.25 * 2**attempt))
-            if time.monotonic() + wait >= self._deadline():
-                raise failure
+            if failure.status != 429:  # a 429 waits at the gate, at the top of the loop
+                self._back_off(attempt, failure)
+
+    def _hold_for_throttled_parts(self, response: Response) -> None:
+        """Close the gate for the longest Retry-After among a `$batch` response's 429 parts."""
+        if not isinstance(response.body, str) or " 429 " not in response.body:
+            return
+        # crm.batch builds on this module and owns the multipart parsing; import it when needed.
+        from emailrouter.crm.batch import parse_response
+
+        try:
+            parts = parse_response(response)
+        except CrmError:
+            return
+        waits = [_retry_after(part.headers) for part in parts if part.status == 429]
+        if waits:
+            self.gate.close_until(self._clock() + max(waits))
+
+    def _wait_for_gate(self, method: str, url: str, failure: CrmError | None) -> None:
+        """Sleep until the gate opens (it may move while we sleep); refuse if that is past the deadline."""
+        while (wait := self.gate.opens_at() - self._clock()) > 0:
+            if self._clock() + wait >= self._deadline():
+                if failure is not None and failure.status == 429:
+                    raise failure
+                raise CrmTransientError(
+                    f"{method} {_short(url)}: throttled by Dataverse for {wait:.1f} s more, "
+                    "past this invocation's deadline",
+                    429,
+                )
             self._sleep(wait)
+
+    def _time_left(self, method: str, url: str, failure: CrmError | None) -> float:
+        """The HTTP timeout for the next attempt: the configured one, cut to the deadline."""
+        left = self._deadline() - self._clock()
+        if left <= 0:
+            raise failure or CrmTransientError(f"{method} {_short(url)}: the deadline has passed")
+        return min(self._timeout, left)
+
+    def _back_off(self, attempt: int, failure: CrmError) -> None:
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt)]; refuse a wait past the deadline."""
+        wait = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
+        if self._clock() + wait >= self._deadline():
+            raise failure
+        self._sleep(wait)
 
     def get(self, path: str, *, headers: dict[str, str] | None = None) -> Any:
         return self.request("GET", path, headers=headers).body
@@ -162,6 +249,10 @@ class DataverseClient:
 
 def _short(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+def _is_batch(url: str) -> bool:
+    return _short(url).rstrip("/").endswith("/$batch")
 
 
 def _response(raw: requests.Response) -> Response:

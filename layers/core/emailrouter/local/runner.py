@@ -73,6 +73,9 @@ class InvocationStats:
     failed_records: int = 0
     crashed_invocations: int = 0
     by_function: dict[str, int] = field(default_factory=dict)
+    # CPU seconds inside each function's handler calls, on the invoking thread only: the local
+    # servers' threads and the runner's own SQS calls (Lambda's poller, not the function) are out.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def load_handler(name: str, app_path: Path) -> Handler:
@@ -122,7 +125,13 @@ class LocalRunner:
         context = LocalLambdaContext(function_name=name, timeout_seconds=function.timeout)
         self.stats.invocations += 1
         self.stats.by_function[name] = self.stats.by_function.get(name, 0) + 1
-        return self._handler(name)(event, context)
+        handler = self._handler(name)
+        started = time.thread_time()
+        try:
+            return handler(event, context)
+        finally:
+            spent = time.thread_time() - started
+            self.stats.cpu_seconds[name] = self.stats.cpu_seconds.get(name, 0.0) + spent
 
     # ---- schedules ---------------------------------------------------------------------
     def fire_due_schedules(self, now: float | None = None, force: bool = False) -> int:

@@ -191,10 +191,9 @@ def layout_problem(content: bytes) -> str | None:
         data = content[offset + 9 : end]
         if sum(data) & 0xFFFF != int.from_bytes(content[end : end + 2], "little"):
             return "checksum"
-        if attribute in _MAPI_PROPERTY_LISTS and len(data) >= 4:
-            # A property takes at least its 4-byte tag, whatever its value.
-            if int.from_bytes(data[:4], "little") > (len(data) - 4) // 4:
-                return "property-count"
+        # A property takes at least its 4-byte tag, whatever its value.
+        if attribute in _MAPI_PROPERTY_LISTS and int.from_bytes(data[:4], "little") > (len(data) - 4) // 4:
+            return "property-count"
         offset = end + 2
     return None
 
