@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from emailrouter.crm.emails import incoming_email_body
 from emailrouter.crm.parties import PartyMatch
+from emailrouter.crm.payload import encode_body
 from emailrouter.mime.models import Address, Attachment, ParsedMessage
 from emailrouter.routing.filters import auto_generated_reason, tracking_reason
 from emailrouter.tenancy.models import TrackingOption
@@ -87,7 +91,8 @@ def test_create_body_is_a_received_email_with_parties_and_attachments() -> None:
     assert (
         len([p for p in parties if p["participationtypemask"] == 1]) == 1
     )  # the sender is the first match only
-    attachment = body["email_activity_mime_attachment"][0]
+    # As the request carries it: the content Base64-encoded into the JSON ("%PDF" → "JVBERg==").
+    attachment = json.loads(encode_body(body))["email_activity_mime_attachment"][0]
     assert attachment == {
         "filename": "a.pdf",
         "mimetype": "application/pdf",
@@ -95,3 +100,19 @@ def test_create_body_is_a_received_email_with_parties_and_attachments() -> None:
         "objecttypecode": "email",
         "attachmentcontentid": "img1",
     }
+
+
+def test_encoded_body_carries_attachments_as_base64_and_text_unchanged() -> None:
+    from emailrouter.crm.payload import AttachmentBody
+
+    contents = [b"\x00\xff binary", b"", bytes(range(256)) * 3]
+    body = {
+        "subject": 'Quotes " and \\ and \u00e9 and a look-alike "att-0:1"',
+        "items": [{"body": AttachmentBody(c), "n": i} for i, c in enumerate(contents)],
+    }
+
+    decoded = json.loads(encode_body(body))
+
+    assert decoded["subject"] == body["subject"]
+    assert [base64.b64decode(item["body"]) for item in decoded["items"]] == contents
+    assert [item["n"] for item in decoded["items"]] == [0, 1, 2]

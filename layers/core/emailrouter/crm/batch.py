@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from emailrouter.crm.client import Response, _error
 from emailrouter.crm.errors import CrmError
+from emailrouter.crm.payload import encode_body
 
 if TYPE_CHECKING:
     from emailrouter.crm.client import DataverseClient
@@ -66,7 +67,7 @@ def _parts(
         if operation.body is None:
             chunks.append((head + "\r\n").encode())
             continue
-        payload = json.dumps(operation.body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = encode_body(operation.body)
         chunks.append(
             (head + "Content-Type: application/json; type=entry\r\n\r\n").encode() + payload + b"\r\n"
         )

@@ -6,9 +6,13 @@ has passed. A ``$batch`` whose parts include a 429 closes it too, for the longes
 among them (the throttled operations come back as CrmTransientError through `crm.batch`).
 5xx, timeouts and dropped connections back off with full jitter, per request.
 
-Nothing waits past the caller's deadline (the Lambda's remaining time, see `crm.deadline`): when
-a wait would end after it, CrmTransientError is raised at once and the message goes back to its
-queue. The HTTP timeout is cut to the time left, too.
+The retry budget is time, not a count of attempts: a request is retried for as long as the
+caller's deadline allows (the Lambda's remaining time, see `crm.deadline`; 60 s from the start of
+the request when none is set). Nothing waits past it: when a wait would end after the deadline,
+CrmTransientError is raised at once and the message goes back to its queue. While the deadline is
+ahead, the HTTP timeout is cut to the time left. Past it, a request that needs no wait is still
+tried once with the configured timeout: a client kept in a warm container holds an earlier
+invocation's deadline until its caller sets a new one, and must not refuse work for that alone.
 
 One client per application user (per tenant) is what makes the gate right: a gate knows only
 the 429s of its own client, so other containers of the same tenant learn theirs separately.
@@ -44,7 +48,7 @@ _GUID_IN_URL = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 RETRYABLE = {429, 500, 502, 503, 504}
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 8.0
-NO_DEADLINE_SECONDS = 600.0
+DEFAULT_BUDGET_SECONDS = 60.0  # per request, when no deadline is set
 
 
 @dataclass
@@ -94,7 +98,7 @@ class DataverseClient:
         api_version: str = "v9.2",
         session: requests.Session | None = None,
         timeout: float = 20.0,
-        max_attempts: int = 6,
+        max_attempts: int | None = None,
         deadline: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -106,15 +110,16 @@ class DataverseClient:
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._clock = clock
-        self._deadline = deadline or (lambda: clock() + NO_DEADLINE_SECONDS)
+        self._deadline = deadline
         self._sleep = sleep
         self.gate = ThrottleGate()
         self._counter_lock = threading.Lock()
         self.requests_sent = 0
 
-    def set_deadline(self, deadline: Callable[[], float]) -> None:
+    def set_deadline(self, deadline: Callable[[], float] | None) -> None:
         """`deadline()` returns the monotonic time by which every retry must be over
-        (`crm.deadline.lambda_deadline(context)` in a handler)."""
+        (`crm.deadline.lambda_deadline(context)` in a handler); it is read when a request starts.
+        None: each request gets DEFAULT_BUDGET_SECONDS."""
         self._deadline = deadline
 
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
@@ -136,17 +141,19 @@ class DataverseClient:
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        """Send once the gate is open; retry transient failures within the deadline.
+        """Send once the gate is open; retry transient failures until the deadline (or
+        `max_attempts`, when set).
 
         Raises CrmTransientError without waiting when the gate opens, or the back-off ends,
         after the deadline; other CrmError classes at once (they are not worth retrying).
         """
         url = path if path.startswith("http") else self.api_url + path.lstrip("/")
+        deadline = self._deadline() if self._deadline is not None else self._clock() + DEFAULT_BUDGET_SECONDS
         failure: CrmError | None = None
         attempt = 0
         while True:
-            self._wait_for_gate(method, url, failure)
-            timeout = self._time_left(method, url, failure)
+            self._wait_for_gate(method, url, failure, deadline)
+            timeout = self._timeout_for(failure, deadline)
             attempt += 1
             try:
                 with self._counter_lock:
@@ -170,10 +177,10 @@ class DataverseClient:
                 failure = _error(method, url, response)
                 if response.status == 429:
                     self.gate.close_until(self._clock() + _retry_after(response.headers))
-            if not isinstance(failure, CrmTransientError) or attempt >= self._max_attempts:
+            if not isinstance(failure, CrmTransientError) or attempt == self._max_attempts:
                 raise failure
             if failure.status != 429:  # a 429 waits at the gate, at the top of the loop
-                self._back_off(attempt, failure)
+                self._back_off(attempt, failure, deadline)
 
     def _hold_for_throttled_parts(self, response: Response) -> None:
         """Close the gate for the longest Retry-After among a `$batch` response's 429 parts."""
@@ -190,10 +197,10 @@ class DataverseClient:
         if waits:
             self.gate.close_until(self._clock() + max(waits))
 
-    def _wait_for_gate(self, method: str, url: str, failure: CrmError | None) -> None:
+    def _wait_for_gate(self, method: str, url: str, failure: CrmError | None, deadline: float) -> None:
         """Sleep until the gate opens (it may move while we sleep); refuse if that is past the deadline."""
         while (wait := self.gate.opens_at() - self._clock()) > 0:
-            if self._clock() + wait >= self._deadline():
+            if self._clock() + wait >= deadline:
                 if failure is not None and failure.status == 429:
                     raise failure
                 raise CrmTransientError(
@@ -203,17 +210,20 @@ class DataverseClient:
                 )
             self._sleep(wait)
 
-    def _time_left(self, method: str, url: str, failure: CrmError | None) -> float:
-        """The HTTP timeout for the next attempt: the configured one, cut to the deadline."""
-        left = self._deadline() - self._clock()
-        if left <= 0:
-            raise failure or CrmTransientError(f"{method} {_short(url)}: the deadline has passed")
-        return min(self._timeout, left)
+    def _timeout_for(self, failure: CrmError | None, deadline: float) -> float:
+        """The HTTP timeout for the next attempt: the configured one, cut to the time left. A retry
+        with no time left is refused; a first attempt past the deadline keeps the configured one."""
+        left = deadline - self._clock()
+        if left > 0:
+            return min(self._timeout, left)
+        if failure is not None:
+            raise failure
+        return self._timeout
 
-    def _back_off(self, attempt: int, failure: CrmError) -> None:
+    def _back_off(self, attempt: int, failure: CrmError, deadline: float) -> None:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt)]; refuse a wait past the deadline."""
         wait = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
-        if self._clock() + wait >= self._deadline():
+        if self._clock() + wait >= deadline:
             raise failure
         self._sleep(wait)
 

@@ -15,6 +15,7 @@ from emailrouter.crm import batch
 from emailrouter.crm.client import odata_literal
 from emailrouter.crm.errors import CrmConflictError, CrmError, CrmTransientError
 from emailrouter.crm.parties import PartyMatch, party_bind
+from emailrouter.crm.payload import AttachmentBody, encode_body
 from emailrouter.mime.models import Address
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def incoming_email_body(
             {
                 "filename": attachment.filename[:255],
                 "mimetype": attachment.mimetype[:256],
-                "body": base64.b64encode(attachment.content).decode("ascii"),
+                "body": AttachmentBody(attachment.content),
                 "objecttypecode": "email",
                 **({"attachmentcontentid": attachment.content_id[:250]} if attachment.content_id else {}),
             }
@@ -143,7 +144,10 @@ def _address(email: str) -> Address:
 def create_incoming_email(crm: DataverseClient, body: dict[str, Any]) -> tuple[str, bool]:
     """Create the email; returns (id, created). A 412 on our deterministic id means it exists."""
     try:
-        return crm.create("emails", body), True
+        response = crm.request(
+            "POST", "emails", data=encode_body(body), headers={"Content-Type": "application/json"}
+        )
+        return response.entity_id or str(body["activityid"]), True
     except CrmConflictError as conflict:
         if conflict.code.lower() != "0x80040237":
             raise

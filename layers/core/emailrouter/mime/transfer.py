@@ -22,7 +22,15 @@ def decode_base64(data: bytes, defects: DefectLog) -> bytes:
     Each run of alphabet characters (ended by `=` padding) is decoded on its own,
     so concatenated base64 blobs decode as their concatenation.
     """
-    if _BASE64_NOISE.search(data):
+    if not _BASE64_NOISE.search(data):
+        # The common case, well-formed base64 with line breaks: decoded in one pass, no copies.
+        first_pad = data.find(b"=")
+        if first_pad == -1 or not data[first_pad:].strip(b"= \t\r\n"):
+            try:
+                return binascii.a2b_base64(data)
+            except binascii.Error:
+                pass  # truncated or badly padded: the careful path below says which
+    else:
         defects.add("base64-invalid-chars")
     compact = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
     chunks = [match.group() for match in _BASE64_CHUNK.finditer(compact)]

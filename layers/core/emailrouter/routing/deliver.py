@@ -14,6 +14,7 @@ answers 412 for the existing id and it is adopted).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -187,15 +188,23 @@ class _Run:
             work.error = error
             return
         tenant = work.tenant
-        try:
-            work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
-        except MalformedMessageError as error:
-            work.problem = f"not parseable as mail: {error}"
-        if work.parsed is not None and len(work.raw) > tenant.max_message_bytes:
+        if len(work.raw) > tenant.max_message_bytes:
             work.problem = (
                 f"message of {len(work.raw)} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
             )
+            # Only its header block is read: enough to name it (Message-ID, subject) in the ledger.
+            with contextlib.suppress(MalformedMessageError):
+                work.parsed = parse_message(_header_block(work.raw))
+        else:
+            try:
+                work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
+            except MalformedMessageError as error:
+                work.problem = f"not parseable as mail: {error}"
         work.key = raw_key(work.raw) if work.parsed is None else message_key(work.parsed)
+        if work.message.raw_s3_key and work.problem is None:
+            # Large mail came through S3: its bytes are not held while the email is built
+            # (a quarantine reads them again).
+            work.raw = b""
 
     def _claim(self, works: list[Work]) -> None:
         first: dict[tuple[str, str], Work] = {}
@@ -425,6 +434,8 @@ class _Run:
 
     def _quarantine(self, work: Work, reason: str) -> None:
         try:
+            if not work.raw:
+                work.raw = raw_bytes(work.message, self._raw)
             work.raw_s3_key = self._raw.put(
                 work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
             )
@@ -529,6 +540,15 @@ class _Run:
             )
         else:
             work.error = first.error or ClaimBusyError(f"message {work.key} is handled by another delivery")
+
+
+def _header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
+    head = raw[:limit]
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(separator)
+        if end != -1:
+            return head[: end + len(separator)]
+    return head
 
 
 def _addresses(parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None) -> list[str]:
