@@ -31,7 +31,7 @@ from emailrouter.mime.html_text import html_to_text, plain_to_html
 from emailrouter.mime.models import Attachment
 from emailrouter.mime.params import ContentHeader, mime_type, parse_content_header
 from emailrouter.mime.tnef import TnefContent, TnefFile, is_tnef_part, read_tnef
-from emailrouter.mime.transfer import decode_transfer
+from emailrouter.mime.transfer import decode_base64_text, decode_transfer
 from emailrouter.mime.tree import parse_tree
 
 MAX_DEPTH = 50
@@ -246,7 +246,15 @@ class BodyWalker:
         unused_rendering = info.maintype == "text" and info.mimetype not in _KNOWN_NAMES
         if role == "none" and unused_rendering and not info.filename:
             return  # an alternative rendering of the body we did not choose (text/enriched, …)
-        content = decode_transfer(payload_bytes(part), info.transfer_encoding, self._defects)
+        payload = _raw_payload(part)
+        if (
+            isinstance(payload, str)
+            and info.transfer_encoding.strip().lower() == "base64"
+            and payload.isascii()
+        ):
+            content = decode_base64_text(payload, self._defects)
+        else:
+            content = decode_transfer(payload_bytes(part), info.transfer_encoding, self._defects)
         if info.is_body_candidate:
             self._add_body(content, info, role)
         elif is_tnef_part(info.mimetype, info.filename):

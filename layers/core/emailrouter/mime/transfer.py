@@ -49,6 +49,22 @@ def decode_base64(data: bytes, defects: DefectLog) -> bytes:
     return b"".join(out)
 
 
+_BASE64_NOISE_TEXT = re.compile(r"[^A-Za-z0-9+/=\s]")
+
+
+def decode_base64_text(text: str, defects: DefectLog) -> bytes:
+    """`decode_base64` for a payload the parser holds as ASCII text: well-formed base64 is
+    decoded from the text itself, without first copying it to bytes (large attachments)."""
+    if not _BASE64_NOISE_TEXT.search(text):
+        first_pad = text.find("=")
+        if first_pad == -1 or not text[first_pad:].strip("= \t\r\n"):
+            try:
+                return binascii.a2b_base64(text)
+            except binascii.Error:
+                pass
+    return decode_base64(text.encode("ascii"), defects)
+
+
 def decode_quoted_printable(data: bytes, defects: DefectLog) -> bytes:
     """Decode quoted-printable; an `=` not followed by two hex digits is kept literally."""
     if _QP_BAD_ESCAPE.search(data):
