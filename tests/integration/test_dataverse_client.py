@@ -130,13 +130,29 @@ def test_a_retry_after_past_the_deadline_refuses_every_later_request_at_once(
     assert [e.status for e in dataverse.journal_entries()] == [429]  # nothing else was sent
 
 
-def test_nothing_is_sent_once_the_deadline_has_passed(dataverse: DataverseEmulator) -> None:
+def test_past_the_deadline_a_request_is_tried_once_and_never_retried(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "503", "count": 1}])
     client = _client(dataverse, deadline=lambda: time.monotonic() - 0.001)
+    try:
+        with pytest.raises(CrmTransientError, match="503"):
+            client.get("WhoAmI")
+        after = client.get("WhoAmI")  # a stale deadline does not stop work that needs no wait
+    finally:
+        dataverse.clear_faults()
 
-    with pytest.raises(CrmTransientError, match="deadline"):
-        client.get("WhoAmI")
+    assert "UserId" in after
+    assert [e.status for e in dataverse.journal_entries()] == [503, 200]
 
-    assert dataverse.journal_entries() == []
+
+def test_without_a_deadline_retries_are_not_capped_by_a_count(dataverse: DataverseEmulator) -> None:
+    dataverse.set_faults([{"kind": "503", "count": 8, "retry_after": 0}])
+    try:
+        body = _client(dataverse, sleep=lambda _s: None).get("WhoAmI")
+    finally:
+        dataverse.clear_faults()
+
+    assert "UserId" in body
+    assert [e.status for e in dataverse.journal_entries()] == [503] * 8 + [200]
 
 
 def test_back_off_for_5xx_never_sleeps_past_the_deadline(dataverse: DataverseEmulator) -> None:

@@ -46,7 +46,7 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
 class Ledger:
     def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
         self._table = table_name or get_settings().ledger_table
-        self._ddb = client or aws.client("dynamodb")
+        self._ddb = client or aws.client("dynamodb", validate=False)
 
     # ---- inbound -----------------------------------------------------------------------
     def claim_op(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emailrouter.mime.html_text import html_to_text
+
 
 @dataclass(frozen=True, slots=True)
 class Address:
@@ -58,7 +60,9 @@ class ParsedMessage:
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
     html_body: str = ""  # safe HTML for the CRM description (plain text is converted)
-    text_body: str = ""
+    # The plain-text body: the text parts, or (derived only when read) the HTML body as text.
+    _text_body: str | None = ""
+    _text_from_html: str = ""
     attachments: list[Attachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # selected headers, decoded, first value
     defects: list[str] = field(default_factory=list)  # what the parser had to repair
@@ -66,3 +70,9 @@ class ParsedMessage:
     fingerprint: str = ""  # stable hash of headers and body; set only for messages without Message-ID
     thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
     delivery_report: DeliveryReport | None = None  # set for delivery status notifications
+
+    @property
+    def text_body(self) -> str:
+        if self._text_body is None:
+            self._text_body = html_to_text(self._text_from_html)
+        return self._text_body

@@ -24,7 +24,7 @@ from emailrouter.crm.emails import (
     email_id_for,
     incoming_email_body,
 )
-from emailrouter.crm.errors import CrmError
+from emailrouter.crm.errors import CrmError, CrmTransientError
 from emailrouter.crm.parties import choose_sender
 from emailrouter.ledger.models import Outcome
 from emailrouter.ledger.store import ClaimBusyError
@@ -46,6 +46,7 @@ from emailrouter.routing.reports import apply_delivery_report
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from emailrouter.crm.client import DataverseClient
     from emailrouter.crm.connections import CrmConnection, CrmConnections
     from emailrouter.crm.parties import PartyMatch
     from emailrouter.ledger.models import InboundRecord
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 CLAIM_TTL_SECONDS = 120
+WRITE_ROUNDS = 6  # $batch rounds for throttled parts; the client's deadline bounds them in time
 
 
 @dataclass
@@ -156,8 +158,16 @@ class _Run:
         self._works = works
         self._deadline = deadline
         self._correlators: dict[str, TenantCorrelator] = {}
+        self._deadlined: list[DataverseClient] = []
 
     def run(self) -> list[DeliveryResult | BaseException]:
+        try:
+            return self._steps()
+        finally:
+            for client in self._deadlined:
+                client.set_deadline(None)  # the client is shared: the next invocation sets its own
+
+    def _steps(self) -> list[DeliveryResult | BaseException]:
         works = self._works
         for work in works:
             self._prepare(work)
@@ -325,6 +335,7 @@ class _Run:
         connection = self._crm.for_tenant(tenant)
         if self._deadline is not None:
             connection.client.set_deadline(self._deadline)
+            self._deadlined.append(connection.client)
         self._limit_loops(works, index)
         works = [w for w in works if w.open]
         correlator = self._correlators[tenant.tenant_id]
@@ -416,21 +427,33 @@ class _Run:
         return [w for w in self._works if w.twin_of is work]
 
     def _write(self, connection: CrmConnection, works: list[Work]) -> None:
-        if not works:
-            return
-        try:
-            answers = create_incoming_emails(connection.client, [w.body for w in works if w.body is not None])
-        except Exception as error:
-            for work in works:
-                self._fail(work, error)
-            return
-        for work, answer in zip(works, answers, strict=True):
-            if isinstance(answer, CrmError):
-                self._fail(work, answer)
-                continue
-            email_id, _created = answer
-            method = work.candidate.result.method if work.candidate and work.candidate.result else None
-            work.finish(Outcome.CORRELATED if method else Outcome.CREATED, "", email_id, method)
+        """Create the emails; parts of a `$batch` the CRM throttled or failed transiently are sent
+        again (the client waits out a Retry-After first) until the deadline says stop."""
+        pending = works
+        for attempt in range(1, WRITE_ROUNDS + 1):
+            if not pending:
+                return
+            try:
+                answers = create_incoming_emails(
+                    connection.client, [w.body for w in pending if w.body is not None]
+                )
+            except Exception as error:
+                for work in pending:
+                    self._fail(work, error)
+                return
+            retry: list[Work] = []
+            for work, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, CrmTransientError) and attempt < WRITE_ROUNDS:
+                    retry.append(work)
+                elif isinstance(answer, CrmError):
+                    self._fail(work, answer)
+                else:
+                    email_id, _created = answer
+                    method = (
+                        work.candidate.result.method if work.candidate and work.candidate.result else None
+                    )
+                    work.finish(Outcome.CORRELATED if method else Outcome.CREATED, "", email_id, method)
+            pending = retry
 
     def _quarantine(self, work: Work, reason: str) -> None:
         try:
