@@ -6,6 +6,7 @@ batch processor then reports the messages that must return to the queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -19,13 +20,17 @@ from emailrouter.routing.inbound import acknowledge_batch, deliver_messages
 from emailrouter.runtime import get_runtime
 
 processor = BatchProcessor(event_type=EventType.SQS, model=InboundRecord, raise_on_entire_batch_failure=False)
-_outcomes: dict[str, object] = {}
 
 
-def record_handler(record: InboundRecord) -> None:
-    outcome = _outcomes.get(record.messageId)
-    if isinstance(outcome, BaseException):
-        raise outcome
+def _reporter(outcomes: dict[str, object]) -> Callable[[InboundRecord], None]:
+    """The batch processor's record handler: raises for the messages that go back to the queue."""
+
+    def record_handler(record: InboundRecord) -> None:
+        outcome = outcomes.get(record.messageId)
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+    return record_handler
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -40,10 +45,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         except (ValidationError, KeyError):
             continue  # the batch processor reports it as failed when it parses it again
     results = deliver_messages(runtime, items, lambda_deadline(context))
-    _outcomes.clear()
-    _outcomes.update({owner: result for (_message, owner), result in zip(items, results, strict=True)})
+    outcomes: dict[str, object] = {
+        owner: result for (_message, owner), result in zip(items, results, strict=True)
+    }
     response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=_reporter(outcomes), processor=processor, context=context
     )
     delivered = [m for (m, owner), r in zip(items, results, strict=True) if not isinstance(r, BaseException)]
     acknowledge_batch(runtime, delivered)
