@@ -97,7 +97,7 @@ def incoming_email_body(
         parties += _parties(SENDER, [message.sender], {address: (sender,) if sender else ()})
     parties += _parties(TO, message.to, resolved)
     parties += _parties(CC, message.cc, resolved)
-    bcc = list(message.bcc) + [_address(a) for a in extra_bcc or ()]
+    bcc = list(message.bcc) + [Address(a) for a in extra_bcc or ()]
     parties += _parties(BCC, bcc, resolved)
     body: dict[str, Any] = {
         "activityid": email_id,
@@ -134,11 +134,7 @@ def incoming_email_body(
 
 def bcc_parties(addresses: list[str], resolved: dict[str, tuple[PartyMatch, ...]]) -> list[dict[str, Any]]:
     """The Bcc party list for `addresses` (used when a later mailbox is added to an email)."""
-    return _parties(BCC, [_address(a) for a in addresses], resolved)
-
-
-def _address(email: str) -> Address:
-    return Address(email)
+    return _parties(BCC, [Address(a) for a in addresses], resolved)
 
 
 def create_incoming_email(crm: DataverseClient, body: dict[str, Any]) -> tuple[str, bool]:

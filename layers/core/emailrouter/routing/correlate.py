@@ -57,7 +57,8 @@ class Correlation:
     method: str | None = None
     regarding: Regarding | None = None
     ref: ThreadRef | None = None
-    ref_key: str | None = None  # the index key the match came from (refreshed refs are rewritten)
+    ref_key: str | None = None  # the index key the match came from
+    refreshed: bool = False  # the regarding was re-read from the CRM: the ref is rewritten
 
     @property
     def is_response(self) -> bool:
@@ -233,3 +234,4 @@ class TenantCorrelator:
             assert result.ref is not None
             result.regarding = current.get(result.ref.email_id.lower(), result.regarding)
             result.ref = ThreadRef(result.ref.email_id, result.regarding, result.ref.addresses, epoch())
+            result.refreshed = True

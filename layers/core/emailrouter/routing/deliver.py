@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emailrouter.crm.contacts import create_contact
 from emailrouter.crm.emails import (
     create_incoming_emails,
     email_id_for,
@@ -390,8 +391,6 @@ class _Run:
             work.finish(Outcome.FILTERED, reason)
             return
         if sender and not sender_matches and mailbox.auto_create_contact and work.auto_reason is None:
-            from emailrouter.crm.contacts import create_contact
-
             chosen = create_contact(
                 connection.client, tenant.tenant_id, sender, parsed.sender.name if parsed.sender else ""
             )
@@ -400,14 +399,15 @@ class _Run:
         blocked = drop_blocked_attachments(parsed, tenant.blocked_attachment_extensions)
         dropped = bool(blocked) or any(d.startswith("attachment-too-large") for d in parsed.defects)
         email_id = email_id_for(tenant.tenant_id, work.key)
-        bcc = [mailbox.address] if mailbox.address not in _addresses(parsed) else []
+        named = set(candidate.addresses)  # every address in the headers
+        bcc = [mailbox.address] if mailbox.address not in named else []
         for twin in self._twins_of(work):
-            if twin.mailbox.address not in _addresses(parsed) and twin.mailbox.address not in bcc:
+            if twin.mailbox.address not in named and twin.mailbox.address not in bcc:
                 bcc.append(twin.mailbox.address)
         work.body = incoming_email_body(
             email_id, parsed, resolved, correlation.regarding, dropped, sender=chosen, extra_bcc=bcc
         )
-        work.party_addresses = sorted(set(_addresses(parsed)) | set(bcc))
+        work.party_addresses = sorted(named | set(bcc))
         ref = ThreadRef(
             email_id, correlation.regarding, candidate.fingerprint.addresses if candidate.fingerprint else ()
         )
@@ -420,7 +420,7 @@ class _Run:
             keys.append(subject_prefix(candidate.fingerprint.subject_hash) + email_id)
         correlator.remember(candidate, keys, ref)
         work.ledger_ops = ref_ops(self._ledger, tenant.tenant_id, keys, ref)
-        if correlation.ref is not None and correlation.ref_key is not None and correlation.ref.checked_at:
+        if correlation.refreshed and correlation.ref is not None and correlation.ref_key is not None:
             work.ledger_ops += ref_ops(self._ledger, tenant.tenant_id, [correlation.ref_key], correlation.ref)
 
     def _twins_of(self, work: Work) -> list[Work]:

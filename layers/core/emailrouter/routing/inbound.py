@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from emailrouter.runtime import Runtime
 
 
-def deliver_one(runtime: Runtime, message: InboundMessage, owner: str) -> DeliveryResult:
-    return runtime.delivery.deliver(message, owner)
-
-
 def deliver_messages(
     runtime: Runtime, items: list[tuple[InboundMessage, str]], deadline: Callable[[], float] | None = None
 ) -> list[DeliveryResult | BaseException]:
