@@ -476,8 +476,10 @@ def test_tracking_token_the_router_issued_correlates_and_a_token_of_another_base
     ours = the_email(stack, "<token-reply-1@webmail.client.example>")
     assert regarding(ours) == ("opportunity", OPPORTUNITY_ID)
     assert_outcome("<token-reply-1@webmail.client.example>", "correlated", correlation="tracking-token")
+    assert ours["trackingtoken"] == token  # the reply carries the thread's token, as CRM stores it
     theirs = the_email(stack, "<token-reply-2@webmail.client.example>")
     assert regarding(theirs) is None
+    assert not theirs.get("trackingtoken")
     assert_outcome("<token-reply-2@webmail.client.example>", "created")
 
 

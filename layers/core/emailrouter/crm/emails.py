@@ -27,6 +27,7 @@ MESSAGEID_MAX = 320
 SENDER_MAX = 250
 TORECIPIENTS_MAX = 500
 ADDRESSUSED_MAX = 200
+TRACKINGTOKEN_MAX = 50
 
 # participationtypemask values
 SENDER, TO, CC, BCC = 1, 2, 3, 4
@@ -79,6 +80,7 @@ def incoming_email_body(
     *,
     sender: PartyMatch | None = None,
     extra_bcc: list[str] | None = None,
+    tracking_token: str | None = None,
 ) -> dict[str, Any]:
     """The deep-insert body: email, its parties and attachments in one POST.
 
@@ -113,6 +115,8 @@ def incoming_email_body(
     }
     if message.message_id:
         body["messageid"] = message.message_id[:MESSAGEID_MAX]
+    if tracking_token:  # the organization's token found in the subject
+        body["trackingtoken"] = tracking_token[:TRACKINGTOKEN_MAX]
     if message.thread_index:
         body["conversationindex"] = base64.b64encode(message.thread_index).decode("ascii")
     if message.attachments:

@@ -405,7 +405,14 @@ class _Run:
             if twin.mailbox.address not in named and twin.mailbox.address not in bcc:
                 bcc.append(twin.mailbox.address)
         work.body = incoming_email_body(
-            email_id, parsed, resolved, correlation.regarding, dropped, sender=chosen, extra_bcc=bcc
+            email_id,
+            parsed,
+            resolved,
+            correlation.regarding,
+            dropped,
+            sender=chosen,
+            extra_bcc=bcc,
+            tracking_token=candidate.token,
         )
         work.party_addresses = sorted(named | set(bcc))
         ref = ThreadRef(
