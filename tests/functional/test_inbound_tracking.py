@@ -640,13 +640,40 @@ def test_automatic_mail_is_filtered_and_a_mailing_list_is_not_by_default(stack: 
     assert_outcome("<list-4431@client.example>", "created")
 
 
+LIST_POSTS = {  # human posts a list server distributed, with the Precedence it adds
+    "mailing_list": ("<list-4431@client.example>", "List-Id"),
+    "list_post_precedence": ("<list-4432@client.example>", "List-Id"),
+    "list_post_ezmlm": ("<ezmlm-7719@client.example>", "Mailing-List"),
+}
+
+
+def test_human_list_mail_is_tracked_by_default_whatever_its_precedence(stack: LocalStack) -> None:
+    tenant(stack)
+
+    deliver(
+        stack,
+        *[(corpus_mail(name), "help") for name in LIST_POSTS],
+        (corpus_mail("list_autoreply"), "help"),
+        (corpus_mail("precedence_bulk"), "help"),
+    )
+
+    for message_id, _header in LIST_POSTS.values():
+        assert tracked(stack, message_id) is not None, message_id
+        assert_outcome(message_id, "created")
+    # An autoresponder's answer through a list is automatic; so is bulk mail without list headers.
+    assert tracked(stack, "<vacation-5580@client.example>") is None
+    assert_outcome("<vacation-5580@client.example>", "filtered", reason="auto-generated (X-Autoreply)")
+    assert_outcome("<nl-2026-11.4471@news.client.example>", "filtered", reason="Precedence: bulk")
+
+
 def test_mailing_list_is_filtered_when_the_tenant_counts_lists_as_automatic(stack: LocalStack) -> None:
     tenant(stack, auto_generated={"list_id": True})
 
-    deliver(stack, (corpus_mail("mailing_list"), "help"))
+    deliver(stack, *[(corpus_mail(name), "help") for name in LIST_POSTS])
 
-    assert tracked(stack, "<list-4431@client.example>") is None
-    assert_outcome("<list-4431@client.example>", "filtered", reason="List-Id")
+    for message_id, header in LIST_POSTS.values():
+        assert tracked(stack, message_id) is None, message_id
+        assert_outcome(message_id, "filtered", reason=f"mailing list ({header}")
 
 
 def test_automatic_mail_is_tracked_when_the_tenant_says_so_without_creating_a_contact(
