@@ -30,7 +30,7 @@ from emulators.dataverse.errors import (
 )
 from emulators.dataverse.payload import WriteValues, new_key, normalise_key, parse_reference, read_body
 from emulators.dataverse.protocol import MAX_PAGE_SIZE, ApiRequest, ApiResponse, Preferences
-from emulators.dataverse.query import QueryOptions, parse_options
+from emulators.dataverse.query import QueryOptions, parse_options, query_string_options
 from emulators.dataverse.representation import (
     LOOKUP_LOGICAL_NAME,
     Representer,
@@ -155,7 +155,7 @@ class DataverseService:
         )
 
     def _options(self, request: ApiRequest) -> tuple[QueryOptions, dict[str, str]]:
-        raw = dict(urllib.parse.parse_qsl(request.query, keep_blank_values=True))
+        raw = query_string_options(request.query)
         return parse_options(raw), raw
 
     def _query(self, request: ApiRequest, table: Table) -> ApiResponse:
