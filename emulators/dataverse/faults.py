@@ -1,4 +1,5 @@
-"""Misbehaviour on demand: throttling, server errors, latency and dropped connections.
+"""Misbehaviour on demand: throttling, server errors, refused requests (400), latency and dropped
+connections.
 
 Rules match requests by method and a path substring and fire either with a probability (seeded, so
 a run is repeatable) or for the first N matching requests, or both. By default (``scope``
@@ -20,8 +21,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-FaultKind = Literal["429", "503", "500", "latency", "drop"]
-KINDS: frozenset[str] = frozenset({"429", "503", "500", "latency", "drop"})
+FaultKind = Literal["429", "503", "500", "400", "latency", "drop"]
+KINDS: frozenset[str] = frozenset({"429", "503", "500", "400", "latency", "drop"})
 FaultScope = Literal["request", "operation"]
 SCOPES: frozenset[str] = frozenset({"request", "operation"})
 

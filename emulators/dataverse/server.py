@@ -23,6 +23,7 @@ from emulators.dataverse.batch import BatchExecutor, BatchOperation, operations_
 from emulators.dataverse.control import fault_rules, handle_control, rate_limit_of
 from emulators.dataverse.errors import (
     DataverseError,
+    query_error,
     request_limit_exceeded,
     resource_not_found,
     unauthorized,
@@ -270,6 +271,8 @@ class DataverseEmulator:
 def _injected_error(rule: FaultRule) -> DataverseError:
     if rule.kind == "429":
         return request_limit_exceeded(6000, 300, rule.retry_after)
+    if rule.kind == "400":
+        return query_error("Syntax error: the request was refused by an injected fault.")
     error = unexpected_error(int(rule.kind))
     if rule.kind == "503":
         error.headers["Retry-After"] = str(rule.retry_after)

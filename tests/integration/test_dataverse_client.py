@@ -11,6 +11,7 @@ import pytest
 
 from emailrouter.crm.auth import StaticTokenProvider
 from emailrouter.crm.client import DataverseClient
+from emailrouter.crm.emails import find_by_message_ids, find_by_tracking_token
 from emailrouter.crm.errors import CrmAuthError, CrmNotFoundError, CrmRequestError, CrmTransientError
 from emailrouter.crm.parties import PartyResolver
 from emulators.dataverse import DataverseEmulator
@@ -242,3 +243,43 @@ def test_party_resolution_is_case_insensitive_active_only_and_cached(dataverse: 
     assert first["nobody@else.example"] == ()
     assert second == first
     assert dataverse.stats()["total_requests"] == requests_after_first  # served from the cache
+
+
+MESSAGE_IDS = [
+    "<CAF+x=y@mail.gmail.com>",
+    "<a&b#c@client.example>",
+    "<100%25/o'k?@client.example>",
+    "<jörg.1@bücher.example>",
+]
+
+
+def test_message_ids_with_query_string_characters_find_their_own_email(dataverse: DataverseEmulator) -> None:
+    ids = dataverse.seed(
+        {
+            "emails": [
+                *({"subject": f"E{i}", "messageid": m} for i, m in enumerate(MESSAGE_IDS)),
+                {"subject": "Decoy", "messageid": "<CAF x=y@mail.gmail.com>"},
+            ]
+        }
+    )["emails"]
+
+    rows = find_by_message_ids(_client(dataverse), MESSAGE_IDS)
+    each = [[r["activityid"] for r in find_by_message_ids(_client(dataverse), [m])] for m in MESSAGE_IDS]
+
+    assert sorted(r["activityid"] for r in rows) == sorted(ids[: len(MESSAGE_IDS)])
+    assert each == [[i] for i in ids[: len(MESSAGE_IDS)]]
+
+
+def test_a_tracking_token_is_matched_as_one_literal(dataverse: DataverseEmulator) -> None:
+    ids = dataverse.seed(
+        {
+            "emails": [
+                {"subject": "A", "trackingtoken": "CRM:0001+"},
+                {"subject": "B", "trackingtoken": "CRM:0001 "},
+            ]
+        }
+    )["emails"]
+
+    rows = find_by_tracking_token(_client(dataverse), "CRM:0001+")
+
+    assert [r["activityid"] for r in rows] == [ids[0]]

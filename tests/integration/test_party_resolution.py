@@ -523,3 +523,47 @@ def test_connections_give_each_tenant_a_resolver_with_its_ttl_and_the_shared_cac
     )["Item"]
     assert time.time() + 100 < int(item["expires_at"]["N"]) <= time.time() + 120
     assert same is first and longer is not first
+
+
+# ---- addresses that mean something in a query string ------------------------------------------
+
+AWKWARD = [
+    "ann+crm@client.example",
+    "a&b@client.example",
+    "hash#tag@client.example",
+    "100%25@client.example",
+    "o'neil@client.example",
+    "k=v?x/y@client.example",
+    "jörg@bücher.example",
+]
+
+
+def test_addresses_with_query_string_characters_resolve_to_their_own_record(
+    dataverse: DataverseEmulator,
+) -> None:
+    ids = dataverse.seed(
+        {
+            "contacts": [
+                *({"lastname": f"C{i}", "emailaddress1": a} for i, a in enumerate(AWKWARD)),
+                {"lastname": "Decoy", "emailaddress1": "ann crm@client.example"},
+            ]
+        }
+    )["contacts"]
+
+    resolved = PartyResolver(_client(dataverse), ttl=0).resolve(AWKWARD)
+
+    assert {a: _ids(m) for a, m in resolved.items()} == {
+        a: [("contact", ids[i])] for i, a in enumerate(AWKWARD)
+    }
+
+
+def test_an_address_written_as_a_filter_reads_no_other_rows(dataverse: DataverseEmulator) -> None:
+    dataverse.seed(
+        {"contacts": [{"lastname": f"C{i}", "emailaddress1": f"c{i}@client.example"} for i in range(501)]}
+    )
+    evil = "x%27%29%20or%20true#@evil.example"
+
+    resolved = PartyResolver(_client(dataverse), ttl=0).resolve([evil])
+
+    assert resolved == {evil: ()}
+    assert _requests(dataverse) == LOOKUPS_PER_CHUNK  # one answer per record type, no paging

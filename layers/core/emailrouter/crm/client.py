@@ -64,11 +64,6 @@ class Response:
         return match.group(1).lower() if match else None
 
 
-def odata_literal(value: str) -> str:
-    """A string literal for $filter: single quotes, embedded quotes doubled."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 class ThrottleGate:
     """The moment (monotonic) before which a client sends nothing, shared by all its threads.
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from emailrouter.crm.client import odata_literal
+from emailrouter.crm.query import eq, query_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -182,9 +182,10 @@ def choose_sender(matches: Sequence[PartyMatch], unresolve_ambiguous: bool) -> P
 
 
 def _query(kind: EntityKind, addresses: list[str]) -> str:
-    ors = " or ".join(f"{column} eq {odata_literal(a)}" for a in addresses for column in kind.email_columns)
-    select = ",".join((kind.key, *kind.email_columns))
-    return f"{kind.entity_set}?$select={select}&$filter=({ors}) and {kind.active_filter}"
+    ors = " or ".join(eq(column, a) for a in addresses for column in kind.email_columns)
+    return query_path(
+        kind.entity_set, select=(kind.key, *kind.email_columns), filter=f"({ors}) and {kind.active_filter}"
+    )
 
 
 def party_bind(match: PartyMatch) -> dict[str, str]:

@@ -342,18 +342,38 @@ class _Run:
         correlator = self._correlators[tenant.tenant_id]
         tenant_index = {sk: item for (t, sk), item in index.items() if t == tenant.tenant_id}
         try:
-            correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
-            resolved = connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox))
+            resolved = self._look_up(works, connection, correlator, tenant_index)
         except Exception as error:
+            if is_retryable(error) or len(works) == 1:
+                for work in works:
+                    self._fail(work, error)
+                return
+            # The CRM refused something one message brought (an address, a Message-ID): find
+            # which, message by message, so the others go on.
+            resolved = {}
             for work in works:
-                self._fail(work, error)
-            return
+                try:
+                    resolved.update(self._look_up([work], connection, correlator, tenant_index))
+                except Exception as own_error:
+                    self._fail(work, own_error)
+            works = [w for w in works if w.open]
         for work in works:
             try:
                 self._build(work, connection, correlator, resolved)
             except Exception as error:
                 self._fail(work, error)
         self._write(connection, [w for w in works if w.open and w.body is not None])
+
+    def _look_up(
+        self,
+        works: list[Work],
+        connection: CrmConnection,
+        correlator: TenantCorrelator,
+        tenant_index: dict[str, dict[str, Any]],
+    ) -> dict[str, tuple[PartyMatch, ...]]:
+        """Correlate the messages and resolve their addresses: the CRM reads of the batch."""
+        correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
+        return connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox))
 
     def _limit_loops(self, works: list[Work], index: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Per-sender loop protection: the stored count plus this batch's earlier messages."""
