@@ -140,6 +140,7 @@ class DataverseEmulator:
         """Forget every row, fault, counter and throttle window; restore the organization's own rows."""
         self.store.clear()
         self.faults.clear()
+        self.service.next_link_root = None
         self.log.reset()
         self.journal.reset()
         if self._limiter is not None:
@@ -151,6 +152,12 @@ class DataverseEmulator:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def set_next_link_root(self, root: str | None) -> None:
+        """Answer paged queries with ``@odata.nextLink`` under another service root (e.g.
+        ``http://localhost:1/api/data/v9.2/``), as a compromised or misconfigured org might;
+        None restores the emulator's own."""
+        self.service.next_link_root = root
 
     def set_rate_limit(self, limit: tuple[int, float] | RateLimit | None) -> None:
         """``(requests, window_seconds)`` per token, or None for no service protection limit."""
@@ -197,6 +204,19 @@ class DataverseEmulator:
                     time.sleep(rule.delay_ms / 1000)
                     continue
                 fault = rule.kind
+                if rule.kind == "redirect":
+                    response = ApiResponse(307, {"Location": rule.location, "Content-Type": "text/plain"})
+                    self.log.record(arrived, method, path, set_name, 307)
+                    self.journal.record(
+                        arrived=arrived_monotonic,
+                        answered=time.monotonic(),
+                        caller=caller,
+                        method=method,
+                        path=path,
+                        status=307,
+                        fault=fault,
+                    )
+                    return response
                 if rule.kind == "drop":
                     self.log.record(arrived, method, path, set_name, 0)
                     self.journal.record(

@@ -72,6 +72,7 @@ class DataverseService:
         self.store = store
         self.identity = identity
         self.service_root = service_root
+        self.next_link_root: str | None = None  # another root for @odata.nextLink (a test's foreign host)
 
     # ------------------------------------------------------------ routing
 
@@ -197,7 +198,7 @@ class DataverseService:
         )
         kept = [p for p in query.split("&") if p and not p.startswith("$skiptoken=")]
         kept.append("$skiptoken=" + urllib.parse.quote(cookie, safe=""))
-        return f"{self.service_root}{table.set_name}?{'&'.join(kept)}"
+        return f"{self.next_link_root or self.service_root}{table.set_name}?{'&'.join(kept)}"
 
     def _retrieve(self, request: ApiRequest, table: Table, key: str) -> ApiResponse:
         options, _ = self._options(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import pytest
@@ -283,3 +284,63 @@ def test_a_tracking_token_is_matched_as_one_literal(dataverse: DataverseEmulator
     rows = find_by_tracking_token(_client(dataverse), "CRM:0001+")
 
     assert [r["activityid"] for r in rows] == [ids[0]]
+
+
+# ---- the client talks to the organization's URL only ------------------------------------------
+
+
+@pytest.fixture
+def foreign() -> Iterator[DataverseEmulator]:
+    """Another server on loopback that would accept our token: it must never hear from us."""
+    with DataverseEmulator(tokens=(TOKEN,)) as other:
+        yield other
+
+
+def test_a_redirect_is_an_error_and_is_not_followed(
+    dataverse: DataverseEmulator, foreign: DataverseEmulator
+) -> None:
+    dataverse.set_faults([{"kind": "redirect", "location": foreign.api_url + "contacts"}])
+
+    with pytest.raises(CrmAuthError) as refused:
+        _client(dataverse).get("contacts")
+
+    assert refused.value.status == 307
+    assert "redirect" in str(refused.value) and f"127.0.0.1:{foreign.port}" in str(refused.value)
+    assert foreign.journal_entries() == []
+    assert len(dataverse.journal_entries()) == 1  # not retried either
+
+
+def test_a_next_link_to_another_port_is_refused_before_any_request(
+    dataverse: DataverseEmulator, foreign: DataverseEmulator
+) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    foreign.seed({"contacts": [{"lastname": f"F{i}"} for i in range(3)]})
+    dataverse.set_next_link_root(foreign.api_url)
+
+    with pytest.raises(CrmAuthError) as refused:
+        _client(dataverse).get_all("contacts?$select=lastname", page_size=2)
+
+    assert "not followed" in str(refused.value)
+    assert foreign.journal_entries() == []
+
+
+@pytest.mark.parametrize(
+    "root", ["http://localhost:{port}/api/data/v9.2/", "https://127.0.0.1:{port}/api/data/v9.2/"]
+)
+def test_a_next_link_to_another_host_or_scheme_is_refused(dataverse: DataverseEmulator, root: str) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    dataverse.set_next_link_root(root.format(port=dataverse.port))
+
+    with pytest.raises(CrmAuthError):
+        _client(dataverse, max_attempts=1).get_all("contacts?$select=lastname", page_size=2)
+
+    assert len(dataverse.journal_entries()) == 1  # the first page only
+
+
+def test_a_next_link_on_the_organizations_own_url_is_followed(dataverse: DataverseEmulator) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(5)]})
+
+    rows = _client(dataverse).get_all("contacts?$select=lastname", page_size=2)
+
+    assert sorted(r["lastname"] for r in rows) == [f"C{i}" for i in range(5)]
+    assert len(dataverse.journal_entries()) == 3
