@@ -18,6 +18,7 @@ from emailrouter import aws
 from emailrouter.clock import epoch, iso
 from emailrouter.config import get_settings
 from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome
+from emailrouter.mime.addresses import within_smtp_limits
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -624,8 +625,11 @@ class Ledger:
         return user_number, counter
 
     # ---- suppression ---------------------------------------------------------------------
-    def suppress(self, tenant_id: str, address: str, reason: str) -> None:
-        """A recipient that hard-bounced or complained: the tenant stops sending to it."""
+    def suppress(self, tenant_id: str, address: str, reason: str) -> bool:
+        """A recipient that hard-bounced or complained: the tenant stops sending to it.
+        An address beyond RFC 5321's limits is no recipient (and no valid key): not stored."""
+        if not within_smtp_limits(address):
+            return False
         self._ddb.put_item(
             TableName=self._table,
             Item=_values(
@@ -638,6 +642,7 @@ class Ledger:
                 }
             ),
         )
+        return True
 
     def suppressed(self, tenant_id: str, addresses: list[str]) -> set[str]:
         wanted = sorted({a.lower() for a in addresses})

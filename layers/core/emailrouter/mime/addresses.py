@@ -19,6 +19,24 @@ if TYPE_CHECKING:
     from emailrouter.mime.defects import DefectLog
 
 MAX_ADDRESSES_PER_HEADER = 1000
+# RFC 5321 4.5.3.1: a path is at most 256 octets with its angle brackets, so a mailbox at most
+# 254; local part at most 64. Longer is no address a mail system delivers to.
+MAX_ADDRESS_OCTETS = 254
+MAX_LOCAL_PART_OCTETS = 64
+
+
+def within_smtp_limits(address: str) -> bool:
+    """Whether `address` (local@domain) fits RFC 5321's size limits."""
+    local, _, domain = address.rpartition("@")
+    size = len(address.encode("utf-8", "surrogateescape"))
+    return (
+        bool(local)
+        and bool(domain)
+        and size <= MAX_ADDRESS_OCTETS
+        and len(local.encode("utf-8", "surrogateescape")) <= MAX_LOCAL_PART_OCTETS
+    )
+
+
 _EMPTY_GROUP = re.compile(r'^\s*[^:,<>"@]*:\s*;?\s*$')
 _VALID_EMAIL = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\\]+$")
 
