@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from emailrouter import aws
+from emailrouter.config import get_settings
 from emailrouter.tenancy.errors import InvalidTenantFileError
 from emailrouter.tenancy.models import TenantConfig
 from emailrouter.tenancy.secrets import SECRET_PREFIX, belongs_to
@@ -45,9 +46,12 @@ def _expand(text: str, env: dict[str, str]) -> str:
 
 
 def load_tenants_file(
-    path: Path, env: dict[str, str] | None = None
+    path: Path, env: dict[str, str] | None = None, local_mode: bool | None = None
 ) -> list[tuple[TenantConfig, dict[str, Any]]]:
-    """Parse and validate; returns each tenant with the secrets its file declares."""
+    """Parse and validate; returns each tenant with the secrets its file declares. Outside local
+    mode (LOCAL_MODE unless given) the deployed rules hold: no cleartext mailbox, no early resend."""
+    if local_mode is None:
+        local_mode = get_settings().local_mode
     try:
         text = _expand(path.read_text(encoding="utf-8"), dict(os.environ) if env is None else env)
         document = yaml.safe_load(text)
@@ -62,10 +66,11 @@ def load_tenants_file(
             raise InvalidTenantFileError(f"{path}: tenants[{index}] is not a mapping")
         secrets = entry.pop("secrets", {}) or {}
         try:
-            tenant = TenantConfig.model_validate(entry)
+            tenant = TenantConfig.model_validate(entry, context={"local_mode": local_mode})
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+                ": ".join(filter(None, (".".join(str(p) for p in item["loc"]), item["msg"])))
+                for item in error.errors()
             )
             raise InvalidTenantFileError(f"{path}: tenants[{index}]: {problems}") from None
         _check_secret_names(tenant, secrets)
