@@ -97,7 +97,7 @@ class Runtime:
         # One attempt only: botocore's automatic retry of a dropped connection could send twice.
         ses = boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
         sender = SesSender(ses, configuration_set=self.settings.ses_configuration_set or None)
-        return OutboundSender(self.crm, self.ledger, sender, self.region, self.faults)
+        return OutboundSender(self.crm, self.ledger, sender, self.region, self.faults, sending=self.tenants)
 
 
 @dataclass

@@ -185,9 +185,18 @@ def import_demo_tenant(stack: LocalStack, passwords: dict[str, str]) -> None:
 
 
 def verify_sender_domain() -> None:
+    """The operator's SES steps: the domain verified in SES, then given to the demo tenant
+    (what `emailrouter tenants identities add demo contoso.example` does)."""
     from emailrouter import aws
+    from emailrouter.config import get_settings
+    from emailrouter.outbound.identities import add_identities, ses_tenants_for
+    from emailrouter.tenancy.store import TenantStore
 
     aws.client("sesv2").create_email_identity(EmailIdentity="contoso.example")
+    settings = get_settings()
+    add_identities(
+        TenantStore(), ses_tenants_for(settings), "demo", ["contoso.example"], settings.ses_configuration_set
+    )
 
 
 def collect_summary(stack: LocalStack, delivered: int, outbound_ids: list[str]) -> DemoSummary:

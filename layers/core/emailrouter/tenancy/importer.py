@@ -65,6 +65,7 @@ def load_tenants_file(
         if not isinstance(entry, dict):
             raise InvalidTenantFileError(f"{path}: tenants[{index}] is not a mapping")
         secrets = entry.pop("secrets", {}) or {}
+        _refuse_operator_keys(path, index, entry)
         try:
             tenant = TenantConfig.model_validate(entry, context={"local_mode": local_mode})
         except ValidationError as error:
@@ -76,6 +77,26 @@ def load_tenants_file(
         _check_secret_names(tenant, secrets)
         result.append((tenant, secrets))
     return result
+
+
+# What a tenant's file may not decide: where its mail goes out, and as whom (tenancy/sending.py).
+_OPERATOR_KEYS = {
+    "configuration_set": "every send uses the deployment's configuration set (template.yaml)",
+    "ses_tenant_name": "the SES tenant is created by the operator: `emailrouter tenants identities add`",
+}
+
+
+def _refuse_operator_keys(path: Path, index: int, entry: dict[str, Any]) -> None:
+    outbound = entry.get("outbound")
+    found = [key for key in _OPERATOR_KEYS if isinstance(outbound, dict) and key in outbound]
+    if "sending_identities" in entry:
+        raise InvalidTenantFileError(
+            f"{path}: tenants[{index}]: sending_identities cannot be set in a tenant file; "
+            "the operator sets them with `emailrouter tenants identities add`"
+        )
+    if found:
+        reasons = "; ".join(f"outbound.{key}: {_OPERATOR_KEYS[key]}" for key in found)
+        raise InvalidTenantFileError(f"{path}: tenants[{index}]: not settable in a tenant file: {reasons}")
 
 
 def _check_secret_names(tenant: TenantConfig, secrets: dict[str, Any]) -> None:

@@ -124,8 +124,8 @@ class OutboundConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    configuration_set: str | None = None
-    ses_tenant_name: str | None = None
+    # No configuration set or SES tenant here: the deployment's configuration set is used for
+    # every send, and the SES tenant and sending identities are the operator's (tenancy/sending.py).
     max_attempts: int = Field(default=3, ge=1, le=20)
     sending_status_delay_minutes: float = Field(default=30, gt=0, le=1440)
     # New send jobs one dispatch run takes for this tenant: a backlog enters the queue a slice
