@@ -28,6 +28,7 @@ from emulators.dataverse.errors import (
     resource_not_found,
     unauthorized,
     unexpected_error,
+    url_too_long,
 )
 from emulators.dataverse.faults import FaultInjector, FaultRule
 from emulators.dataverse.journal import JournalEntry, RequestJournal, caller_of
@@ -40,6 +41,7 @@ from emulators.dataverse.store import Store
 from emulators.dataverse.throttling import RateLimit, RequestRateLimiter
 
 SERVICE_PATH = "/api/data/v9.2/"
+MAX_URL_CHARS = 32_768  # the Web API's URL limit outside $batch (fact sheet §1: ≈32 KB)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 logger = logging.getLogger(__name__)
 
@@ -232,6 +234,8 @@ class DataverseEmulator:
                 raise _injected_error(rule)
             if relative is None:
                 raise resource_not_found(path.rsplit("/", 1)[-1] or path)
+            if len(raw_path) + len(query) + 1 > MAX_URL_CHARS:
+                raise url_too_long(MAX_URL_CHARS)
             request = ApiRequest(method, relative, query, headers, body, token)
             items = None
             if relative.strip("/") == "$batch":

@@ -382,3 +382,15 @@ def test_filter_parser_rejects_malformed_input(text: str) -> None:
         parse_filter(text)
 
     assert raised.value.status == 400
+
+
+def test_a_url_over_the_limit_is_414_and_one_just_under_is_answered(dataverse: DataverseEmulator) -> None:
+    prefix = "contacts?$filter=" + urllib.parse.quote("lastname eq '")
+    suffix = urllib.parse.quote("'")
+    room = 32_768 - len("/api/data/v9.2/" + prefix + suffix)
+
+    under = get(dataverse, prefix + "x" * room + suffix)
+    over = get(dataverse, prefix + "x" * (room + 1) + suffix)
+
+    assert under.status_code == 200
+    assert over.status_code == 414

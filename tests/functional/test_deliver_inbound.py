@@ -14,6 +14,7 @@ from tests.helpers import (
     QUEUE_ID,
     TENANT,
     add_tenant,
+    dataverse_journal,
     enqueue_inbound,
     incoming_emails,
     raw_mail,
@@ -315,3 +316,35 @@ def test_a_crm_400_caused_by_one_message_quarantines_that_message_only(local_sta
     quarantined = [r for r in records.values() if r.outcome == Outcome.QUARANTINED]
     assert quarantined[0].raw_s3_key
     assert "0x80060888" in quarantined[0].reason
+
+
+PARTY_SETS = {"systemusers", "contacts", "accounts", "leads", "queues"}
+
+
+def test_a_message_to_many_recipients_resolves_only_the_tenants_cap_of_them(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    recipients = [f"r{n:03d}@client.example" for n in range(300)]
+    ids = local_stack.dataverse.seed(
+        {"contacts": [{"lastname": f"R{n}", "emailaddress1": a} for n, a in enumerate(recipients)]}
+    )["contacts"]
+    add_tenant(local_stack, parties={"max_resolved_per_message": 40})
+    # Bcc is only the tracked mailbox: it is resolved whatever the cap.
+    enqueue_inbound(local_stack, raw_mail(subject="To everyone", to=", ".join(reversed(recipients))))
+    before = dataverse_journal(local_stack)
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    lookups = [e for e in dataverse_journal(local_stack)[len(before) :] if e["method"] == "GET"]
+    assert len([e for e in lookups if e["path"].rsplit("/", 1)[-1] in PARTY_SETS]) == len(PARTY_SETS)
+    (email,) = incoming_emails(local_stack)
+    to = {
+        p["addressused"]: p.get("_partyid_value")
+        for p in email["email_activity_parties"]
+        if p["participationtypemask"] == 2
+    }
+    assert set(to) == set(recipients)  # every recipient is listed
+    first_forty = list(reversed(recipients))[:40]  # in header order
+    assert {a: to[a] for a in first_forty} == {a: ids[recipients.index(a)] for a in first_forty}
+    assert [a for a in recipients if to[a] is not None and a not in first_forty] == []
+    sender = [p for p in email["email_activity_parties"] if p["participationtypemask"] == 1]
+    assert sender[0]["_partyid_value"] == CONTACT_ID

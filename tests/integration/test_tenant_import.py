@@ -68,6 +68,8 @@ def test_import_stores_config_and_secret_and_is_idempotent(local_stack: LocalSta
         (GOOD.replace("tenant_id: northwind", "tenant_id: North Wind"), "tenant_id"),
         (GOOD.replace("    host: mail.northwind.example\n", ""), "needs a host"),
         ("just a string", "expected a tenant mapping"),
+        (GOOD + "parties:\n  max_resolved_per_message: 0\n", "parties.max_resolved_per_message"),
+        (GOOD + "parties:\n  max_resolved_per_message: 501\n", "parties.max_resolved_per_message"),
     ],
 )
 def test_invalid_files_are_refused_with_a_clear_reason(

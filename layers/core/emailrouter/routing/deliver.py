@@ -394,7 +394,8 @@ class _Run:
     ) -> dict[str, tuple[PartyMatch, ...]]:
         """Correlate the messages and resolve their addresses: the CRM reads of the batch."""
         correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
-        return connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox))
+        cap = works[0].tenant.parties.max_resolved_per_message
+        return connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox, cap))
 
     def _limit_loops(self, works: list[Work], index: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Per-sender loop protection: the stored count plus this batch's earlier messages."""
@@ -445,6 +446,9 @@ class _Run:
         for twin in self._twins_of(work):
             if twin.mailbox.address not in named and twin.mailbox.address not in bcc:
                 bcc.append(twin.mailbox.address)
+        # Recipients past the tenant's cap stay unresolved parties, whatever other messages resolved.
+        looked_up = {*_addresses(parsed, mailbox, tenant.parties.max_resolved_per_message), *bcc}
+        resolved = {address: matches for address, matches in resolved.items() if address in looked_up}
         work.body = incoming_email_body(
             email_id,
             parsed,
@@ -625,10 +629,16 @@ def _header_block(raw: bytes, limit: int = HEADER_BLOCK_LIMIT) -> bytes:
     return head
 
 
-def _addresses(parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None) -> list[str]:
+def _addresses(
+    parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None, cap: int | None = None
+) -> list[str]:
+    """The addresses of a message to resolve: its sender, the tracked mailbox, and its first `cap`
+    distinct recipients in header order (To, Cc, Bcc)."""
     if parsed is None:
         return []
     addresses = [a.email for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
+    if cap is not None:
+        addresses = list(dict.fromkeys(addresses))[:cap]
     if parsed.sender is not None:
         addresses.append(parsed.sender.email)
     if mailbox is not None:
