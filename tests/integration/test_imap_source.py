@@ -7,7 +7,7 @@ import imaplib
 import pytest
 
 from emailrouter.local.dovecot import DovecotServer
-from emailrouter.sources.base import MailboxCursor, iter_new_messages
+from emailrouter.sources.base import MailboxCursor, PendingDeletion, header_identity, iter_new_messages
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -34,6 +34,17 @@ def imap(server: DovecotServer, user: MailboxUser, **options: object) -> ImapSou
     )
 
 
+def as_fetched(source: ImapSource, *refs: str) -> list[PendingDeletion]:
+    """Deletions of `refs` as the ledger records them once fetched (a ref not on the server as is)."""
+    pending = []
+    for ref in refs:
+        try:
+            pending.append(PendingDeletion(ref, header_identity(source.fetch(ref))))
+        except MessageNotFoundError:
+            pending.append(PendingDeletion(ref, "sha256:unknown"))
+    return pending
+
+
 def deliver(server: DovecotServer, user: MailboxUser, count: int, folder: str = "INBOX") -> list[bytes]:
     messages = [sample_message(f"m{n}") for n in range(count)]
     for raw in messages:
@@ -55,11 +66,12 @@ def test_second_poll_lists_only_uids_above_the_cursor(
         third_raw = source.fetch(new_refs[0])
 
     status = dovecot_server.mailbox_status(mailbox_user.name)
+    validity = status["uidvalidity"]
     assert [m.raw for m in fetched] == first_batch
-    assert [m.source_ref for m in fetched] == ["1", "2"]
-    assert cursor.uidvalidity == status["uidvalidity"]
+    assert [m.source_ref for m in fetched] == [f"{validity}:1", f"{validity}:2"]
+    assert cursor.uidvalidity == validity
     assert cursor.last_uid == 2
-    assert new_refs == ["3"]
+    assert new_refs == [f"{validity}:3"]
     assert third_raw == third
 
 
@@ -94,7 +106,7 @@ def test_uidvalidity_change_relists_everything_and_resets_the_cursor(
         reset = source.advance(cursor, relisted[:1])
 
     # The UIDs are the same numbers as before; only the new UIDVALIDITY says they are new.
-    assert relisted == ["1", "2"]
+    assert relisted == [f"{new_validity}:1", f"{new_validity}:2"]
     assert reset.uidvalidity == new_validity
     assert reset.last_uid == 1
 
@@ -129,12 +141,50 @@ def test_delete_removes_only_the_given_messages(
     deliver(dovecot_server, mailbox_user, 3)
 
     with imap(dovecot_server, mailbox_user) as source:
-        deleted = source.delete(["1", "3", "99"])
-        present = source.present(["1", "2", "3", "99"])
+        v = source.uidvalidity
+        report = source.delete(as_fetched(source, f"{v}:1", f"{v}:3", f"{v}:99"))
+        present = source.present([f"{v}:1", f"{v}:2", f"{v}:3", f"{v}:99"])
 
-    assert deleted == ["1", "3"]
-    assert present == ["2"]
+    assert report.deleted == [f"{v}:1", f"{v}:3"]
+    assert report.gone == [f"{v}:99"]
+    assert present == [f"{v}:2"]
     assert dovecot_server.message_count(mailbox_user.name) == 1
+
+
+def test_delete_of_a_ref_from_another_uidvalidity_is_dropped(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    deliver(dovecot_server, mailbox_user, 1)
+
+    with imap(dovecot_server, mailbox_user) as source:
+        (pending,) = as_fetched(source, f"{source.uidvalidity}:1")
+        stale = PendingDeletion(f"{source.uidvalidity - 1}:1", pending.identity)
+        report = source.delete([stale])
+        present = source.present([stale.source_ref])
+
+    assert report.deleted == [] and present == []
+    assert "UIDVALIDITY" in report.dropped[stale.source_ref]
+    assert dovecot_server.message_count(mailbox_user.name) == 1
+
+
+def test_delete_of_a_bare_uid_recorded_before_uidvalidity_checks_the_message_id(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    first, second = deliver(dovecot_server, mailbox_user, 2)
+    first_id = first.split(b"\r\n", 1)[0].removeprefix(b"Message-ID: ").decode()
+    second_id = second.split(b"\r\n", 1)[0].removeprefix(b"Message-ID: ").decode()
+
+    with imap(dovecot_server, mailbox_user) as source:
+        report = source.delete(
+            [PendingDeletion("1", message_id=first_id), PendingDeletion("2", message_id=first_id)]
+        )
+        unchecked = source.delete([PendingDeletion("2")])
+        rest = [source.fetch(ref) for ref in source.list_new(MailboxCursor())]
+
+    assert report.deleted == ["1"]
+    assert "Message-ID differs" in report.dropped["2"]
+    assert "no identity" in unchecked.dropped["2"]
+    assert [second_id.encode() in raw for raw in rest] == [True]
 
 
 def test_delete_leaves_messages_another_client_flagged_deleted(
@@ -148,10 +198,11 @@ def test_delete_leaves_messages_another_client_flagged_deleted(
     other.logout()
 
     with imap(dovecot_server, mailbox_user) as source:
-        deleted = source.delete(["1"])
+        ref = f"{source.uidvalidity}:1"
+        report = source.delete(as_fetched(source, ref))
 
     # UID EXPUNGE (UIDPLUS) removes just UID 1; a plain EXPUNGE would have taken UID 2 too.
-    assert deleted == ["1"]
+    assert report.deleted == [ref]
     assert dovecot_server.message_count(mailbox_user.name) == 1
 
 
@@ -161,9 +212,10 @@ def test_fetch_of_an_expunged_uid_raises_message_not_found(
     deliver(dovecot_server, mailbox_user, 1)
 
     with imap(dovecot_server, mailbox_user) as source:
-        source.delete(["1"])
+        ref = f"{source.uidvalidity}:1"
+        source.delete(as_fetched(source, ref))
         with pytest.raises(MessageNotFoundError):
-            source.fetch("1")
+            source.fetch(ref)
 
 
 def test_oversize_message_is_flagged_without_downloading(
@@ -175,11 +227,12 @@ def test_oversize_message_is_flagged_without_downloading(
     dovecot_server.deliver(mailbox_user.name, small)
 
     with imap(dovecot_server, mailbox_user, max_message_bytes=1000) as source:
+        big_ref, small_ref = source.list_new(MailboxCursor())
         with pytest.raises(MessageTooLargeError) as caught:
-            source.fetch("1")
-        small_raw = source.fetch("2")
+            source.fetch(big_ref)
+        small_raw = source.fetch(small_ref)
 
-    assert (caught.value.source_ref, caught.value.size, caught.value.limit) == ("1", len(big), 1000)
+    assert (caught.value.source_ref, caught.value.size, caught.value.limit) == (big_ref, len(big), 1000)
     assert small_raw == small
 
 

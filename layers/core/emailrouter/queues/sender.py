@@ -54,6 +54,7 @@ def inbound_message(
     raw: bytes,
     raw_store: RawMailStore,
     inline_max_bytes: int,
+    source_identity: str | None = None,
 ) -> InboundMessage:
     """Inline the raw bytes when small; otherwise store them in S3 first (claim check)."""
     common: dict[str, object] = {
@@ -62,6 +63,7 @@ def inbound_message(
         "source_ref": source_ref,
         "fetched_at": iso(),
         "size": len(raw),
+        "source_identity": source_identity,
     }
     if len(raw) <= inline_max_bytes:
         return InboundMessage.model_validate({**common, "raw_b64": base64.b64encode(raw).decode("ascii")})

@@ -15,6 +15,7 @@ from emailrouter.ledger.models import Outcome
 from emailrouter.queues.sender import inbound_message
 from emailrouter.routing.acknowledge import acknowledge_pending
 from emailrouter.sources.approval import approval_problem
+from emailrouter.sources.base import header_identity
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageTooLargeError,
@@ -135,6 +136,7 @@ class MailboxPoller:
                         raw,
                         self._raw,
                         self._settings.inline_max_bytes,
+                        header_identity(raw),
                     )
                 )
             self._queue.send(self._settings.inbound_queue_url, tenant.tenant_id, batch)
