@@ -19,11 +19,13 @@ class MailboxCursor(BaseModel):
 
     POP3 keeps the UIDLs already handed off (pruned to those still on the server); IMAP keeps
     UIDVALIDITY and the highest UID handed off. Other sources add their own fields.
+    `fetch_failures` counts the polls in a row that could not fetch a message (ref → attempts).
     """
 
     seen_uidls: list[str] = Field(default_factory=list)
     uidvalidity: int | None = None
     last_uid: int | None = None
+    fetch_failures: dict[str, int] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
