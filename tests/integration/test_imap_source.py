@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import imaplib
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -324,3 +329,41 @@ def test_mailbox_argument_quotes_and_encodes_modified_utf7() -> None:
     assert mailbox_argument("INBOX") == '"INBOX"'
     assert mailbox_argument('A "q" & B') == '"A \\"q\\" &- B"'
     assert mailbox_argument("Entwürfe") == '"Entw&APw-rfe"'
+
+
+@pytest.fixture(scope="module")
+def server_without_uidplus() -> Iterator[DovecotServer]:
+    """A Dovecot that advertises no UIDPLUS, as some servers still do: only EXPUNGE is on offer."""
+    workdir = Path(tempfile.mkdtemp(prefix="emailrouter-dovecot-"))
+    server = DovecotServer(workdir, extra_config="imap_capability = IMAP4rev1 LITERAL+ IDLE")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_without_uidplus_delete_flags_only_and_never_expunges_what_others_flagged(
+    server_without_uidplus: DovecotServer,
+) -> None:
+    user = MailboxUser(f"user-{secrets.token_hex(5)}", secrets.token_hex(8))
+    server_without_uidplus.add_user(user.name, user.password)
+    deliver(server_without_uidplus, user, 2)
+    other = imaplib.IMAP4("127.0.0.1", server_without_uidplus.imap_port, timeout=5)
+    other.login(user.name, user.password)
+    other.select("INBOX")
+    other.uid("STORE", "2", "+FLAGS", "(\\Deleted)")  # the owner's client, not yet expunged
+    other.logout()
+
+    with imap(server_without_uidplus, user) as source:
+        ref = f"{source.uidvalidity}:1"
+        report = source.delete(as_fetched(source, ref))
+
+    # Both messages are still there, both flagged: a plain EXPUNGE would have removed UID 2 too.
+    assert server_without_uidplus.message_count(user.name) == 2
+    assert report.deleted == [ref]
+    assert report.warnings and "UIDPLUS" in report.warnings[0]
+    with imap(server_without_uidplus, user) as source:
+        caveats = source.delete_caveats()
+    assert caveats and "UIDPLUS" in caveats[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from emailrouter.observability import logger
+from emailrouter.sources.base import DeletionReport
 from emailrouter.sources.factory import open_source
 
 if TYPE_CHECKING:
@@ -21,14 +22,21 @@ if TYPE_CHECKING:
 
 def acknowledge_pending(
     source: MailSource, ledger: Ledger, tenant: TenantConfig, mailbox: MailboxConfig
-) -> list[str]:
+) -> DeletionReport:
     """Delete every message whose outcome is recorded but which is still at the source."""
     if not mailbox.delete_after_processing:
-        return []
+        return DeletionReport()
     pending = ledger.pending_deletions(tenant.tenant_id, mailbox.mailbox_id)
     if not pending:
-        return []
+        return DeletionReport()
     report = source.delete(pending)
+    for warning in report.warnings:
+        logger.warning(
+            "deletion at the source incomplete",
+            tenant_id=tenant.tenant_id,
+            mailbox_id=mailbox.mailbox_id,
+            reason=warning,
+        )
     if report.dropped:
         ledger.deletions_dropped(tenant.tenant_id, mailbox.mailbox_id, report.dropped)
         for ref, reason in report.dropped.items():
@@ -40,9 +48,8 @@ def acknowledge_pending(
                 reason=reason,
             )
     # Refs no longer on the server were deleted by someone else (or an earlier session): done too.
-    done = report.gone + report.deleted
-    ledger.acknowledged(tenant.tenant_id, mailbox.mailbox_id, done)
-    return done
+    ledger.acknowledged(tenant.tenant_id, mailbox.mailbox_id, report.done)
+    return report
 
 
 def acknowledge_mailbox(
@@ -57,4 +64,4 @@ def acknowledge_mailbox(
     if not mailbox.delete_after_processing:
         return []
     with open_source(tenant, mailbox, secrets, allow_private=allow_private) as source:
-        return acknowledge_pending(source, ledger, tenant, mailbox)
+        return acknowledge_pending(source, ledger, tenant, mailbox).done

@@ -59,6 +59,11 @@ class DeletionReport:
     dropped: dict[str, str] = field(default_factory=dict)  # ref → why it must never be deleted
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def done(self) -> list[str]:
+        """Refs that need no deletion any more: deleted now, or gone already."""
+        return self.gone + self.deleted
+
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -129,6 +134,10 @@ class MailSource(Protocol):
 
     def delete(self, pending: Iterable[PendingDeletion]) -> DeletionReport:
         """Delete the messages at the source that are still the ones fetched (`identity_mismatch`)."""
+        ...
+
+    def delete_caveats(self) -> list[str]:
+        """What deleting on this server cannot do as asked (shown in the mailbox health)."""
         ...
 
 

@@ -166,8 +166,9 @@ class ImapSource:
         its headers are checked against what was fetched.
 
         A ref from another UIDVALIDITY, or whose message's headers differ, is dropped: its UID
-        may now be someone else's mail. Without UIDPLUS the fallback EXPUNGE also removes
-        messages other clients flagged \\Deleted, as any client of such a server would.
+        may now be someone else's mail. Without UIDPLUS there is no EXPUNGE of just our UIDs
+        (a plain EXPUNGE would also remove what other clients flagged \\Deleted): the messages
+        stay flagged, count as deleted, and the report says so in `warnings`.
         """
         self._session()
         report = DeletionReport()
@@ -199,15 +200,23 @@ class ImapSource:
         if "UIDPLUS" in self._capabilities:
             for batch in _batches(targets):
                 self._uid_command("EXPUNGE", batch)
+            remaining = self._existing(targets)
+            report.deleted = [wanted[uid].source_ref for uid in targets if uid not in remaining]
         else:
-            imap = self._session()
-            with self._errors("EXPUNGE"):
-                typ, data = imap.expunge()
-            if typ != "OK":
-                raise SourceError(f"EXPUNGE failed: {scrub(repr(data), self._password)}")
-        remaining = self._existing(targets)
-        report.deleted = [wanted[uid].source_ref for uid in targets if uid not in remaining]
+            # Flagged is as far as we go: the owner's client (or the server) expunges them later.
+            report.deleted = [wanted[uid].source_ref for uid in targets]
+            report.warnings += self.delete_caveats()
         return report
+
+    def delete_caveats(self) -> list[str]:
+        """What deleting on this server cannot do as asked (connects if needed)."""
+        self._session()
+        if "UIDPLUS" in self._capabilities:
+            return []
+        return [
+            f"{self.host} lacks UIDPLUS: deleted messages are flagged \\Deleted and left for the "
+            "owner's client to expunge (EXPUNGE would also remove what other clients flagged)"
+        ]
 
     def _ref(self, uid: int) -> str:
         return f"{self._uidvalidity}:{uid}"

@@ -98,8 +98,10 @@ class MailboxPoller:
                 return result
             source = open_source(tenant, mailbox, self._secrets, allow_private=self._settings.local_mode)
             with source:
-                result.acknowledged = len(acknowledge_pending(source, self._ledger, tenant, mailbox))
+                result.acknowledged = len(acknowledge_pending(source, self._ledger, tenant, mailbox).done)
                 self._fetch_new(source, tenant, mailbox, result)
+                if result.state == "ok" and mailbox.delete_after_processing:
+                    result.reason = "; ".join(source.delete_caveats())
         except AuthenticationError as error:
             result.state, result.reason = "failing", f"authentication failed: {error}"
         except SourceConfigurationError as error:
@@ -206,7 +208,10 @@ class MailboxPoller:
         health = self._tenants.get_health(tenant.tenant_id, mailbox.mailbox_id)
         now = iso()
         if result.state == "ok":
-            health = MailboxHealth(state="ok", last_poll_at=now, last_success_at=now)
+            # An ok poll's reason is a caveat worth showing (e.g. deletions left to the owner's client).
+            health = MailboxHealth(
+                state="ok", reason=result.reason[:500], last_poll_at=now, last_success_at=now
+            )
         else:
             health = MailboxHealth(
                 state="failing",

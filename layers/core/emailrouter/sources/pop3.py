@@ -199,6 +199,10 @@ class Pop3Source:
         report.deleted = marked
         return report
 
+    def delete_caveats(self) -> list[str]:
+        """Nothing: DELE removes exactly the messages named."""
+        return []
+
     def _headers(self, number: int, ref: str) -> bytes:
         """The message's header block: TOP n 0, or the start of RETR where TOP is refused."""
         try:
