@@ -21,7 +21,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.imap import ImapSource, mailbox_argument
-from tests.fixtures.dovecot import Listener, MailboxUser, sample_message
+from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, sample_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -367,3 +367,44 @@ def test_without_uidplus_delete_flags_only_and_never_expunges_what_others_flagge
     with imap(server_without_uidplus, user) as source:
         caveats = source.delete_caveats()
     assert caveats and "UIDPLUS" in caveats[0]
+
+
+def test_connects_to_the_address_it_vetted_whatever_dns_answers_next(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    dovecot_server.deliver(mailbox_user.name, sample_message("pinned"))
+    # First answer: loopback, where Dovecot listens (local mode allows it). Any later answer:
+    # 127.0.0.2, where nothing listens; a second lookup at connect time would fail there.
+    dns = ScriptedDns("127.0.0.1", "127.0.0.2")
+    source = ImapSource(
+        "mail.rebinding.test",
+        dovecot_server.imap_port,
+        mailbox_user.name,
+        mailbox_user.password,
+        security="none",
+        allow_private=True,
+        timeout=5.0,
+        resolver=dns,
+    )
+
+    with source:
+        refs = source.list_new(MailboxCursor())
+
+    assert len(refs) == 1
+    assert dns.lookups == ["mail.rebinding.test"]
+
+
+@pytest.mark.parametrize("answer", ["127.0.0.1", "169.254.169.254", "10.20.30.40", "::ffff:127.0.0.1"])
+def test_a_name_resolving_to_a_blocked_address_is_refused_before_connecting(
+    silent_server: Listener, answer: str
+) -> None:
+    dns = ScriptedDns(answer)
+    source = ImapSource(
+        "mail.tenant.example", silent_server.port, "u", "p", security="none", timeout=1.0, resolver=dns
+    )
+
+    with pytest.raises(SourceConfigurationError, match="resolves to"):
+        source.list_new(MailboxCursor())
+
+    assert silent_server.accepted == 0
+    assert dns.lookups == ["mail.tenant.example"]

@@ -84,7 +84,7 @@ def header_identity(raw: bytes) -> str:
     The same whether computed from the whole message or from the headers alone (IMAP
     BODY[HEADER], POP3 TOP n 0), and whatever the line endings:
 
-    >>> header_identity(b"Subject: a\r\n\r\nbody") == header_identity(b"Subject: a\n\n")
+    >>> header_identity(b"Subject: a\\r\\n\\r\\nbody") == header_identity(b"Subject: a\\n\\n")
     True
     """
     return "sha256:" + hashlib.sha256(header_block(raw)).hexdigest()

@@ -33,6 +33,7 @@ from emailrouter.sources.network import (
     Security,
     check_credentials,
     check_security,
+    connect_vetted,
     scrub,
     tls_context,
     transport_errors,
@@ -40,9 +41,11 @@ from emailrouter.sources.network import (
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterable, Iterator
     from types import TracebackType
 
+    from emailrouter.egress import IPAddress, Resolver
     from emailrouter.sources.base import PendingDeletion
 
 DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
@@ -68,8 +71,10 @@ class ImapSource:
         allow_private: bool = False,
         folder: str = "INBOX",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        resolver: Resolver | None = None,
     ) -> None:
         self.host = host
+        self.resolver = resolver
         self.port = port
         self.username = username
         self._password = password
@@ -251,15 +256,13 @@ class ImapSource:
 
     def _connect(self) -> imaplib.IMAP4:
         check_credentials(self.username, self._password)
-        vet_host(self.host, allow_private=self.allow_private)
+        addresses = vet_host(self.host, allow_private=self.allow_private, resolver=self.resolver)
         where = f"IMAP {self.host}:{self.port}"
         with self._errors(f"connecting to {where}", transient=True):
             if self.security == "ssl":
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    self.host, self.port, ssl_context=tls_context(), timeout=self.timeout
-                )
+                imap: imaplib.IMAP4 = _PinnedIMAP4SSL(self.host, self.port, self.timeout, addresses)
             else:
-                imap = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+                imap = _PinnedIMAP4(self.host, self.port, self.timeout, addresses)
         try:
             if self.security == "starttls":
                 if "STARTTLS" not in imap.capabilities:
@@ -365,6 +368,29 @@ class ImapSource:
         if imap is not None:
             with suppress(OSError):
                 imap.shutdown()
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    """IMAP4 connected to vetted addresses; `host` stays the name (SNI for STARTTLS)."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return connect_vetted(self._addresses, self.port, timeout)
+
+
+class _PinnedIMAP4SSL(imaplib.IMAP4_SSL):
+    """IMAP4 over TLS to vetted addresses, the certificate checked against the name."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, ssl_context=tls_context(), timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = connect_vetted(self._addresses, self.port, timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
 def mailbox_argument(folder: str) -> str:

@@ -29,6 +29,7 @@ from emailrouter.sources.network import (
     Security,
     check_credentials,
     check_security,
+    connect_vetted,
     scrub,
     tls_context,
     transport_errors,
@@ -36,9 +37,11 @@ from emailrouter.sources.network import (
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterable, Iterator
     from types import TracebackType
 
+    from emailrouter.egress import IPAddress, Resolver
     from emailrouter.sources.base import PendingDeletion
 
 DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
@@ -66,8 +69,10 @@ class Pop3Source:
         timeout: float = 30.0,
         allow_private: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        resolver: Resolver | None = None,
     ) -> None:
         self.host = host
+        self.resolver = resolver
         self.port = port
         self.username = username
         self._password = password
@@ -224,15 +229,13 @@ class Pop3Source:
 
     def _connect(self) -> poplib.POP3:
         check_credentials(self.username, self._password)
-        vet_host(self.host, allow_private=self.allow_private)
+        addresses = vet_host(self.host, allow_private=self.allow_private, resolver=self.resolver)
         where = f"POP3 {self.host}:{self.port}"
         with self._errors(f"connecting to {where}", greeting=True):
             if self.security == "ssl":
-                pop: poplib.POP3 = poplib.POP3_SSL(
-                    self.host, self.port, timeout=self.timeout, context=tls_context()
-                )
+                pop: poplib.POP3 = _PinnedPOP3SSL(self.host, self.port, self.timeout, addresses)
             else:
-                pop = poplib.POP3(self.host, self.port, timeout=self.timeout)
+                pop = _PinnedPOP3(self.host, self.port, self.timeout, addresses)
         try:
             if self.security == "starttls":
                 with self._errors(f"STLS on {where}", configuration=True):
@@ -289,6 +292,30 @@ class Pop3Source:
         pop, self._pop, self._numbers = self._pop, None, None
         if pop is not None:
             pop.close()
+
+
+class _PinnedPOP3(poplib.POP3):
+    """POP3 connected to vetted addresses; `host` stays the name (SNI for STLS)."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return connect_vetted(self._addresses, self.port, timeout)
+
+
+class _PinnedPOP3SSL(poplib.POP3_SSL):
+    """POP3 over TLS to vetted addresses, the certificate checked against the name."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        self._tls = tls_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = connect_vetted(self._addresses, self.port, timeout)
+        return self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 @contextmanager
