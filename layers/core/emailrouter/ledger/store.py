@@ -3,6 +3,8 @@
 Layout (pk / sk), all under the tenant's partition:
   TENANT#<id> / MSG#<message_key>            inbound message: claim, outcome, CRM id
   TENANT#<id> / SRC#<mailbox>#<source_ref>   which message a source ref carried; ack state
+    (IMAP refs are <uidvalidity>:<uid>; refs stored before that are bare UIDs, still read:
+    their deletions are checked by the Message-ID of their message)
   TENANT#<id> / OUT#<email_id>               outbound email: intent, SES ids, state
 The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists by outcome.
 """
@@ -19,6 +21,7 @@ from emailrouter.clock import epoch, iso
 from emailrouter.config import get_settings
 from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome
 from emailrouter.mime.addresses import within_smtp_limits
+from emailrouter.sources.base import PendingDeletion
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -323,28 +326,43 @@ class Ledger:
 
     # ---- source acknowledgement ------------------------------------------------------------
     def source_op(
-        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+        self,
+        tenant_id: str,
+        mailbox_id: str,
+        source_ref: str,
+        message_key: str,
+        ack_needed: bool,
+        identity: str | None = None,
     ) -> dict[str, Any]:
-        """The put that records which message a source ref carried, and whether to delete it there."""
-        return {
-            "TableName": self._table,
-            "Item": _values(
-                {
-                    "pk": f"TENANT#{tenant_id}",
-                    "sk": f"SRC#{mailbox_id}#{source_ref}",
-                    "tenant_id": tenant_id,
-                    "message_key": message_key,
-                    "ack_pending": ack_needed,
-                    "updated_at": iso(),
-                    "expires_at": epoch() + RETENTION_SECONDS,
-                }
-            ),
+        """The put that records which message a source ref carried, and whether to delete it there.
+
+        `identity` (the header hash taken when it was fetched) lets the source check, before
+        deleting, that the ref still names that message."""
+        values: dict[str, Any] = {
+            "pk": f"TENANT#{tenant_id}",
+            "sk": f"SRC#{mailbox_id}#{source_ref}",
+            "tenant_id": tenant_id,
+            "message_key": message_key,
+            "ack_pending": ack_needed,
+            "updated_at": iso(),
+            "expires_at": epoch() + RETENTION_SECONDS,
         }
+        if identity is not None:
+            values["source_identity"] = identity
+        return {"TableName": self._table, "Item": _values(values)}
 
     def record_source(
-        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+        self,
+        tenant_id: str,
+        mailbox_id: str,
+        source_ref: str,
+        message_key: str,
+        ack_needed: bool,
+        identity: str | None = None,
     ) -> None:
-        self._ddb.put_item(**self.source_op(tenant_id, mailbox_id, source_ref, message_key, ack_needed))
+        self._ddb.put_item(
+            **self.source_op(tenant_id, mailbox_id, source_ref, message_key, ack_needed, identity)
+        )
 
     def pending_acks(self, tenant_id: str, mailbox_id: str) -> list[str]:
         """Source refs processed to an outcome but not yet deleted at the source."""
@@ -359,6 +377,45 @@ class Ledger:
         ):
             refs += [item["sk"]["S"].removeprefix(prefix) for item in page.get("Items", [])]
         return refs
+
+    def pending_deletions(self, tenant_id: str, mailbox_id: str) -> list[PendingDeletion]:
+        """Like `pending_acks`, with what each message looked like when fetched. Items recorded
+        before identities were kept fall back to their message's Message-ID."""
+        paginator = self._ddb.get_paginator("query")
+        prefix = f"SRC#{mailbox_id}#"
+        items: list[dict[str, Any]] = []
+        for page in paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            FilterExpression="ack_pending = :t",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}, ":t": {"BOOL": True}},
+        ):
+            items += [_plain(item) for item in page.get("Items", [])]
+        legacy = [
+            (tenant_id, f"MSG#{item['message_key']}") for item in items if "source_identity" not in item
+        ]
+        messages = self.get_many(legacy) if legacy else {}
+        pending: list[PendingDeletion] = []
+        for item in items:
+            message = messages.get((tenant_id, f"MSG#{item['message_key']}"), {})
+            pending.append(
+                PendingDeletion(
+                    source_ref=item["sk"].removeprefix(prefix),
+                    identity=item.get("source_identity"),
+                    message_id=None if "source_identity" in item else message.get("message_id"),
+                )
+            )
+        return pending
+
+    def deletions_dropped(self, tenant_id: str, mailbox_id: str, reasons: dict[str, str]) -> None:
+        """Deletions that must never run (the ref may now name another message): recorded, not retried."""
+        for ref, reason in reasons.items():
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"SRC#{mailbox_id}#{ref}"}},
+                UpdateExpression="SET ack_pending = :f, ack_dropped = :why, updated_at = :ts",
+                ExpressionAttributeValues=_values({":f": False, ":why": reason[:500], ":ts": iso()}),
+            )
 
     def acknowledged(self, tenant_id: str, mailbox_id: str, source_refs: list[str]) -> None:
         for ref in source_refs:

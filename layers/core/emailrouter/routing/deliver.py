@@ -570,6 +570,7 @@ class _Run:
                         work.message.source_ref,
                         work.key,
                         work.mailbox.delete_after_processing,
+                        work.message.source_identity,
                     )
                 }
             )
