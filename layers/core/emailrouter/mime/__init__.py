@@ -12,6 +12,7 @@ headers
     `message-id-unbracketed:<H>`      a bare id was given angle brackets
     `message-id-invalid:<H>`          no usable id (field is None)
     `references-truncated:<count>`    more than 32 References ids; the last 32 are kept
+    `subject-truncated:<length>`      a subject over 1024 characters (raw header over 16 KiB) was cut
     `date-invalid`                    unparseable Date (field is None)
     `address-invalid:<Header>`        an address that could not be parsed was skipped
     `addresses-truncated:<Header>`    more than 1000 addresses in one header

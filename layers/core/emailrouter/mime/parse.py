@@ -61,6 +61,11 @@ _SINGLE_HEADERS = ("From", "Subject", "Date", "Message-ID", "In-Reply-To", "Send
 _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
 _MAX_LEADING_LINES = 200
+# Dataverse's subject column holds 800 characters; a little more is kept so that a tracking token
+# after RE:/FW: prefixes still correlates and the CRM write can say the subject was cut. The raw
+# header is cut before decoding, so no step ever sees more than these sizes.
+SUBJECT_MAX_CHARS = 1024
+SUBJECT_MAX_RAW = 16 * 1024
 
 
 def _header_block_start(data: bytes, defects: DefectLog) -> int:
@@ -91,12 +96,39 @@ def _header_block_start(data: bytes, defects: DefectLog) -> int:
     raise MalformedMessageError("no header block (no 'Name: value' line before the body)")
 
 
+def _cut_raw(raw: str) -> str:
+    """The first SUBJECT_MAX_RAW characters of a raw header value, without a UTF-8 sequence
+    split at the end (raw 8-bit bytes are stored as surrogate escapes, one per byte)."""
+    cut = raw[:SUBJECT_MAX_RAW]
+    for back in range(1, 5):
+        code = ord(cut[-back]) - 0xDC00 if len(cut) >= back else 0
+        if not 0x80 <= code <= 0xFF:
+            return cut  # an ASCII or decoded character: nothing split
+        if code >= 0xC0:  # the lead byte of the last sequence: is the sequence whole?
+            needed = 2 if code < 0xE0 else 3 if code < 0xF0 else 4
+            return cut if back >= needed else cut[:-back]
+    return cut
+
+
+def _subject(raw: str | None, defects: DefectLog) -> str:
+    """The decoded subject: one line, space runs (Unicode spaces too) collapsed, at most
+    SUBJECT_MAX_CHARS characters (`subject-truncated:<characters>` when cut)."""
+    if raw is None:
+        return ""
+    cut = len(raw) > SUBJECT_MAX_RAW
+    subject = decode_unstructured(_cut_raw(raw) if cut else raw, "Subject", defects)
+    if cut or len(subject) > SUBJECT_MAX_CHARS:
+        defects.add("subject-truncated", len(raw) if cut else len(subject))
+        subject = subject[:SUBJECT_MAX_CHARS].rstrip()
+    return subject
+
+
 def _selected_headers(headers: RawHeaders, defects: DefectLog) -> dict[str, str]:
     selected: dict[str, str] = {}
     for name in SELECTED_HEADERS:
         raw = headers.first(name)
         if raw is not None:
-            selected[name] = decode_unstructured(raw, name, defects)
+            selected[name] = decode_unstructured(_cut_raw(raw), name, defects)
     return selected
 
 
@@ -162,10 +194,9 @@ def parse_message(
             walker.walk(message)
         except Exception as error:  # a parser bug must cost the body, not the whole message
             defects.add("body-unreadable", type(error).__name__)
-    raw_subject = headers.first("subject")
     parsed = ParsedMessage(
         message_id=parse_message_id(headers.first("message-id"), "Message-ID", defects),
-        subject=decode_unstructured(raw_subject, "Subject", defects) if raw_subject is not None else "",
+        subject=_subject(headers.first("subject"), defects),
         sender=_sender(headers, defects),
         to=parse_address_list(headers.all("to"), "To", defects),
         cc=parse_address_list(headers.all("cc"), "Cc", defects),
