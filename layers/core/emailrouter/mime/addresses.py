@@ -39,6 +39,8 @@ def within_smtp_limits(address: str) -> bool:
 
 _EMPTY_GROUP = re.compile(r'^\s*[^:,<>"@]*:\s*;?\s*$')
 _VALID_EMAIL = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\\]+$")
+# An addr-spec-looking token among words: `a@x.example` in `Big Bug a@x.example`.
+_ADDR_TOKEN = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -124,3 +126,21 @@ def parse_address_list(raw_values: list[str], header: str, defects: DefectLog) -
             seen.add(normalised)
             addresses.append(_to_address(name, normalised, header, defects))
     return addresses
+
+
+def repair_mailbox(raw_values: list[str], header: str, defects: DefectLog) -> Address | None:
+    """The most plausible mailbox of a header that parses to none: its first addr-spec token
+    (`a@x.example b@x.example` → a@x.example; `Big Bug bb@bug.example` → bb@bug.example, with
+    the words before it as the name). Records `from-repaired:<header>` when one is found."""
+    for raw in raw_values:
+        text = clean_line(decode_8bit(raw, header, defects))
+        for token in _ADDR_TOKEN.finditer(text):
+            email = token.group().strip(".").lower()
+            if not _VALID_EMAIL.match(email) or "." not in email.rsplit("@", 1)[1]:
+                continue
+            name = text[: token.start()].strip(" <\"'")
+            if _ADDR_TOKEN.search(name):  # the name is another address: no name
+                name = ""
+            defects.add("from-repaired", header)
+            return _to_address(name, email, header, defects)
+    return None

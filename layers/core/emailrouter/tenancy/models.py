@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -162,7 +163,8 @@ class LoopProtectionConfig(BaseModel):
     allow: list[str] = Field(default_factory=list)
 
 
-DEFAULT_NOISE_REGEX = r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|tr|rif|r|enc|doorst)\s*(\[\d+\])?\s*:\s*)+"
+DEFAULT_NOISE_REGEX = r"^\s*(?:(?:re|fw|fwd|aw|wg|sv|vs|antw|tr|rif|r|enc|doorst)\s*(?:\[\d+\]\s*)?:\s*)+"
+NOISE_REGEX_MAX_LENGTH = 200
 
 
 class CorrelationConfig(BaseModel):
@@ -180,14 +182,16 @@ class CorrelationConfig(BaseModel):
     hash_max_count: int = Field(default=20, ge=1, le=100)
     hash_min_address_count: int = Field(default=2, ge=1, le=100)
     hash_delta_subject_count: Literal[0] = 0
-    hash_filter_keywords: str = DEFAULT_NOISE_REGEX
+    # Runs on every subject under a time limit (routing/smart_match.py); bounded in length here.
+    hash_filter_keywords: str = Field(default=DEFAULT_NOISE_REGEX, max_length=NOISE_REGEX_MAX_LENGTH)
 
     @field_validator("hash_filter_keywords")
     @classmethod
     def _valid_regex(cls, value: str) -> str:
         try:
             re.compile(value)
-        except re.error as error:
+            regex.compile(value, regex.VERSION0)  # the engine it runs under
+        except (re.error, regex.error) as error:
             raise ValueError(f"hash_filter_keywords is not a valid regular expression: {error}") from error
         return value
 
