@@ -36,6 +36,7 @@ from emailrouter.crm.errors import (
     CrmError,
     CrmNotFoundError,
     CrmRequestError,
+    CrmTimeoutError,
     CrmTransientError,
 )
 
@@ -167,7 +168,7 @@ class DataverseClient:
                     timeout=timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
-                failure = CrmTransientError(f"{method} {_short(url)}: {type(error).__name__}")
+                failure = CrmTimeoutError(f"{method} {_short(url)}: {type(error).__name__}")
             else:
                 response = _response(raw)
                 if _is_batch(url):

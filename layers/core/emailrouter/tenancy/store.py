@@ -4,6 +4,7 @@ Layout (pk / sk):
   TENANT#<id> / CONFIG            the TenantConfig as JSON
   TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON
   TENANT#<id> / HEALTH#<mailbox>  the MailboxHealth as JSON
+  TENANT#<id> / CRM_HEALTH        the CRM circuit breaker's state (crm.breaker)
 Every key starts with the tenant, so no query for one tenant can return another's items.
 """
 
