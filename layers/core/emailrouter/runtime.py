@@ -17,6 +17,7 @@ from botocore.config import Config
 
 from emailrouter import aws
 from emailrouter.config import Settings, get_settings
+from emailrouter.crm.breaker import CrmBreaker
 from emailrouter.crm.connections import CrmConnections
 from emailrouter.crm.party_cache import PartyCache
 from emailrouter.ledger.store import Ledger
@@ -61,6 +62,10 @@ class Runtime:
         table = self.settings.party_cache_table
         party_cache = PartyCache(table) if table else None
         return CrmConnections(self.secrets, allow_private=self.settings.local_mode, party_cache=party_cache)
+
+    @cached_property
+    def breaker(self) -> CrmBreaker:
+        return CrmBreaker(self.settings.tenants_table)
 
     @cached_property
     def region(self) -> str:

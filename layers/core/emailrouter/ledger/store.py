@@ -11,6 +11,7 @@ The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -454,9 +455,16 @@ class Ledger:
             {k: v for k, v in data.items() if k in OutboundRecord.model_fields}
         )
 
-    def enqueue_outbound(self, tenant_id: str, email_id: str, requeue_after_seconds: float) -> bool:
-        """Record that a send job exists; False when one is already queued (no duplicate jobs)."""
+    def enqueue_outbound(
+        self, tenant_id: str, email_id: str, requeue_after_seconds: float, claim_seconds: int | None = None
+    ) -> bool:
+        """Record that a send job exists; False when one is already queued (no duplicate jobs).
+
+        With `claim_seconds` the record is only a claim until `confirm_enqueued` says SQS has the
+        job: a dispatch that dies before sending it holds the email back that long, not for
+        `requeue_after_seconds`."""
         now = epoch()
+        claim = "claim_expires = :claim" if claim_seconds is not None else "REMOVE claim_expires"
         try:
             self._ddb.update_item(
                 TableName=self._table,
@@ -464,8 +472,12 @@ class Ledger:
                 UpdateExpression=(
                     "SET #s = :queued, queued_epoch = :now, queued_at = :ts, updated_at = :ts, "
                     "tenant_id = :tenant, email_id = :email, expires_at = :ttl"
+                    + (f", {claim}" if claim_seconds is not None else f" {claim}")
                 ),
-                ConditionExpression="attribute_not_exists(pk) OR (#s = :queued AND queued_epoch < :stale)",
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR "
+                    "(#s = :queued AND (queued_epoch < :stale OR claim_expires < :now))"
+                ),
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues=_values(
                     {
@@ -477,11 +489,25 @@ class Ledger:
                         ":email": email_id,
                         ":ttl": now + RETENTION_SECONDS,
                     }
+                    | ({":claim": now + claim_seconds} if claim_seconds is not None else {})
                 ),
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def confirm_enqueued(self, tenant_id: str, email_id: str) -> None:
+        """SQS has the job claimed by `enqueue_outbound`: no other job for the requeue delay.
+        A worker that already took the job has moved its state on: nothing to confirm then."""
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET queued_epoch = :now REMOVE claim_expires",
+                ConditionExpression="#s = :queued",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values({":now": epoch(), ":queued": OutboundState.QUEUED.value}),
+            )
 
     def begin_send(self, tenant_id: str, email_id: str, message_id: str) -> bool:
         """Record the intent to send, before calling SES. False when a send was already begun."""

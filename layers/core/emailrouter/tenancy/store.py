@@ -5,6 +5,7 @@ Layout (pk / sk):
   TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON
   TENANT#<id> / HEALTH#<mailbox>  the MailboxHealth as JSON
   TENANT#<id> / SENDING           the SendingIdentities as JSON (operator-set; never imported)
+  TENANT#<id> / CRM_HEALTH        the CRM circuit breaker's state (crm.breaker)
 Every key starts with the tenant, so no query for one tenant can return another's items.
 """
 
