@@ -21,6 +21,7 @@ COMMANDS = [
     ["messages", "list"],
     ["messages", "show"],
     ["messages", "replay"],
+    ["messages", "discard"],
     ["outbound"],
     ["outbound", "show"],
     ["status"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,14 +109,21 @@ def test_every_queue_has_a_dead_letter_queue_or_is_one(stack: StackTemplate) -> 
             assert stack.consumers_of(queue.logical_id), f"nothing consumes {queue.logical_id}"
 
 
+def _alarms(stack: StackTemplate) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: stack.resources[logical_id]["Properties"]
+        for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm")
+    }
+
+
 def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(stack: StackTemplate) -> None:
     alarmed: set[str] = set()
-    for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm"):
-        properties = stack.resources[logical_id]["Properties"]
-        assert properties["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    for properties in _alarms(stack).values():
+        if properties.get("MetricName") != "ApproximateNumberOfMessagesVisible":
+            continue
+        assert properties["Namespace"] == "AWS/SQS"
         assert properties["ComparisonOperator"] == "GreaterThanThreshold"
         assert properties["Threshold"] == 0
-        assert to_marker(properties["AlarmActions"]) == [Ref("AlarmTopic")]
         (dimension,) = properties["Dimensions"]
         marker = to_marker(dimension["Value"])
         assert isinstance(marker, GetAtt)
@@ -123,6 +131,44 @@ def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(stack: StackTe
 
     dead_letter_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is None}
     assert alarmed == dead_letter_queues
+
+
+def test_every_alarm_notifies_the_alarm_topic_both_ways(stack: StackTemplate) -> None:
+    for logical_id, properties in _alarms(stack).items():
+        assert to_marker(properties["AlarmActions"]) == [Ref("AlarmTopic")], logical_id
+        assert to_marker(properties["OKActions"]) == [Ref("AlarmTopic")], logical_id
+        assert properties["TreatMissingData"] == "notBreaching", logical_id
+
+
+def test_quarantines_of_any_tenant_raise_an_alarm(stack: StackTemplate) -> None:
+    namespace = stack.functions["DeliverInboundFunction"].environment["POWERTOOLS_METRICS_NAMESPACE"]
+    expressions = [
+        query["Expression"]
+        for properties in _alarms(stack).values()
+        for query in properties.get("Metrics", [])
+        if "Expression" in query
+    ]
+
+    # Summed over the tenant_id dimension every inbound metric carries: any tenant's quarantine.
+    assert f"SELECT SUM(inbound_quarantined) FROM SCHEMA({namespace}, tenant_id)" in expressions
+
+
+def test_quarantined_raw_mail_has_its_own_longer_lifecycle(stack: StackTemplate) -> None:
+    from emailrouter.queues.rawstore import RawMailStore
+
+    rules = stack.resources["RawMailBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiry = {
+        rule["Prefix"]: to_marker(rule["ExpirationInDays"]) for rule in rules if "ExpirationInDays" in rule
+    }
+    # Every rule that expires objects is limited to one prefix, and the prefixes are the store's.
+    assert all(rule.get("Prefix") for rule in rules if "ExpirationInDays" in rule)
+    assert set(expiry) == {
+        RawMailStore.key_for("t", "m", b"x").split("/")[0] + "/",
+        RawMailStore.key_for("t", "m", b"x", kind="quarantine").split("/")[0] + "/",
+    }
+    assert expiry == {"raw/": Ref("RawMailRetentionDays"), "quarantine/": Ref("QuarantineRetentionDays")}
+    defaults = stack.parameter_defaults
+    assert int(defaults["QuarantineRetentionDays"]) > int(defaults["RawMailRetentionDays"])
 
 
 def test_settings_the_code_reads_are_all_set_by_the_template(stack: StackTemplate) -> None:

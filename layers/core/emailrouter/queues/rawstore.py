@@ -34,6 +34,14 @@ class RawMailStore:
         return key
 
     def get(self, tenant_id: str, key: str) -> bytes:
-        if not key.split("/")[1:2] == [tenant_id]:
-            raise PermissionError(f"raw mail key {key!r} does not belong to tenant {tenant_id}")
+        _check_owner(tenant_id, key)
         return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+
+    def delete(self, tenant_id: str, key: str) -> None:
+        _check_owner(tenant_id, key)
+        self._s3.delete_object(Bucket=self._bucket, Key=key)
+
+
+def _check_owner(tenant_id: str, key: str) -> None:
+    if not key.split("/")[1:2] == [tenant_id]:
+        raise PermissionError(f"raw mail key {key!r} does not belong to tenant {tenant_id}")
