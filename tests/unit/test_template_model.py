@@ -13,6 +13,7 @@ from emailrouter.local.template import (
     Intrinsic,
     Ref,
     StackTemplate,
+    TemplateValue,
     TemplateError,
     load_stack_template,
     load_template_document,
@@ -149,8 +150,9 @@ def test_quarantines_of_any_tenant_raise_an_alarm(stack: StackTemplate) -> None:
         if "Expression" in query
     ]
 
-    # Summed over the tenant_id dimension every inbound metric carries: any tenant's quarantine.
-    assert f"SELECT SUM(inbound_quarantined) FROM SCHEMA({namespace}, tenant_id)" in expressions
+    # Summed over every series of the namespace, whatever its dimensions: any tenant's quarantine
+    # (tests/functional/test_alarmed_metrics.py shows the metric is emitted per tenant).
+    assert f"SELECT SUM(inbound_quarantined) FROM {namespace}" in expressions
 
 
 def test_quarantined_raw_mail_has_its_own_longer_lifecycle(stack: StackTemplate) -> None:
@@ -262,3 +264,41 @@ def test_a_file_without_resources_is_not_a_template(tmp_path: Path) -> None:
 
     with pytest.raises(TemplateError, match="no Resources"):
         load_stack_template(path)
+
+
+def test_every_function_logs_to_its_own_log_group_with_a_retention(stack: StackTemplate) -> None:
+    groups = set()
+    for logical_id in stack.functions:
+        logging_config = stack.resources[logical_id]["Properties"].get("LoggingConfig", {})
+        marker = to_marker(logging_config.get("LogGroup"))
+        assert isinstance(marker, Ref), f"{logical_id} has no log group of its own"
+        group = stack.resources[marker.name]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert to_marker(group["Properties"]["RetentionInDays"]) == Ref("LogRetentionDays")
+        groups.add(marker.name)
+
+    assert len(groups) == len(stack.functions)
+    assert stack.parameter_defaults["LogRetentionDays"] == "30"
+
+
+def _alarmed_dimensions(stack: StackTemplate, namespace: str, metric: str) -> list[TemplateValue]:
+    return [
+        to_marker(properties["Dimensions"][0]["Value"])
+        for properties in _alarms(stack).values()
+        if properties.get("Namespace") == namespace and properties.get("MetricName") == metric
+    ]
+
+
+def test_every_function_has_an_alarm_on_errors_and_one_on_throttles(stack: StackTemplate) -> None:
+    for metric in ("Errors", "Throttles"):
+        alarmed = _alarmed_dimensions(stack, "AWS/Lambda", metric)
+        assert sorted(m.name for m in alarmed if isinstance(m, Ref)) == sorted(stack.functions), metric
+        assert len(alarmed) == len(stack.functions)
+
+
+def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: StackTemplate) -> None:
+    work_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is not None}
+    alarmed = _alarmed_dimensions(stack, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+
+    assert {m.logical_id for m in alarmed if isinstance(m, GetAtt) and m.attribute == "QueueName"} == work_queues
+    assert len(alarmed) == len(work_queues)
