@@ -4,7 +4,8 @@ commit, before the source acknowledgement). No email lost or doubled in the orga
 message with exactly one outcome in the ledger; quarantined ones with their raw MIME in S3.
 
 The messages come from Dovecot, polled by the real poller: `help` over POP3, deleted at the
-source once processed, and `sales` over IMAP, kept there. A crash at `before_source_ack` falls
+source once processed (except what is quarantined: it stays until replayed or discarded), and
+`sales` over IMAP, kept there. A crash at `before_source_ack` falls
 between the recorded outcomes and the deletion at the source; only a real source shows what it
 costs: the messages stay on the server until a later batch or poll deletes them, and they must
 never be tracked twice. (Queued messages alone could only show that the ledger still owes the
@@ -334,10 +335,27 @@ def test_crash_at_every_inbound_step_boundary_loses_nothing_and_tracks_nothing_t
     per_arrival[Outcome.DUPLICATE.value] = arrivals - len(mails)
     assert set(per_arrival) == {o.value for o in Outcome}, per_arrival  # every kind was exercised
 
-    # The sources: nothing still owed an acknowledgement; help is emptied, sales keeps its mail.
+    # The sources: nothing still owed an acknowledgement; help keeps only the arrivals that were
+    # quarantined (until a replay or a discard), sales keeps its mail.
     assert [s for s in sources if s["ack_pending"]] == []
     assert runtime.ledger.pending_acks(TENANT, HELP) == []
-    assert dovecot.message_count(HELP) == 0
+    quarantined_in_help = [
+        record
+        for record in record_of.values()
+        if record.outcome is Outcome.QUARANTINED and record.mailbox_id == HELP
+    ]
+    maildir = dovecot.maildir(HELP)
+    # Dovecot stores lines with LF endings.
+    left_in_help = [
+        path.read_bytes().replace(b"\n", b"\r\n")
+        for folder in ("new", "cur")
+        for path in (maildir / folder).iterdir()
+    ]
+    assert len(left_in_help) == len(quarantined_in_help) == dovecot.message_count(HELP)
+    assert all(any(raw in left for raw in raw_only) for left in left_in_help), "help kept tracked mail"
+    assert {mail.label for mail in raw_only.values() if mail.mailboxes == (HELP,)} <= {
+        raw_only[raw].label for left in left_in_help for raw in raw_only if raw in left
+    }, "a quarantined message left help"
     assert dovecot.message_count(SALES) == sum(1 for mail in mails if SALES in mail.mailboxes)
 
 

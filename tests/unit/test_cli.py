@@ -25,6 +25,7 @@ COMMANDS = [
     ["messages", "list"],
     ["messages", "show"],
     ["messages", "replay"],
+    ["messages", "discard"],
     ["outbound"],
     ["outbound", "show"],
     ["status"],

@@ -274,7 +274,7 @@ class Ledger:
             TableName=self._table,
             Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
             UpdateExpression="SET #st = :claimed, claim_owner = :owner, claim_expires = :exp, updated_at = :ts",
-            ConditionExpression="#st = :done AND outcome = :q",
+            ConditionExpression="#st = :done AND outcome = :q AND attribute_not_exists(discarded_at)",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues=_values(
                 {
@@ -287,6 +287,22 @@ class Ledger:
                 }
             ),
             ReturnValues="ALL_NEW",
+        )
+        return self._inbound(response["Attributes"])
+
+    def discard(self, tenant_id: str, message_key: str, reason: str) -> InboundRecord:
+        """Close a quarantined message for good: no replay, its raw copy no longer referenced.
+        Conditional on it still being quarantined and finished, so it runs once."""
+        response = self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"MSG#{message_key}"}},
+            UpdateExpression="SET discarded_at = :ts, updated_at = :ts, reason = :reason REMOVE raw_s3_key",
+            ConditionExpression="#st = :done AND outcome = :q AND attribute_not_exists(discarded_at)",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=_values(
+                {":ts": iso(), ":reason": reason, ":done": "done", ":q": Outcome.QUARANTINED.value}
+            ),
+            ReturnValues="ALL_OLD",
         )
         return self._inbound(response["Attributes"])
 
@@ -417,6 +433,21 @@ class Ledger:
                 UpdateExpression="SET ack_pending = :f, ack_dropped = :why, updated_at = :ts",
                 ExpressionAttributeValues=_values({":f": False, ":why": reason[:500], ":ts": iso()}),
             )
+
+    def release_source(self, tenant_id: str, mailbox_id: str, source_ref: str) -> bool:
+        """Let a kept source ref be deleted at the source (a discarded quarantine); False when
+        no source record exists for it."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"SRC#{mailbox_id}#{source_ref}"}},
+                UpdateExpression="SET ack_pending = :t, updated_at = :ts",
+                ConditionExpression="attribute_exists(sk)",
+                ExpressionAttributeValues=_values({":t": True, ":ts": iso()}),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def acknowledged(self, tenant_id: str, mailbox_id: str, source_refs: list[str]) -> None:
         for ref in source_refs:

@@ -66,6 +66,10 @@ class RawMailStore:
         """The SHA-256 of the content, which every key ends with."""
         return key.rsplit("/", 1)[-1].removesuffix(".eml")
 
+    def delete(self, tenant_id: str, key: str) -> None:
+        _check_owner(tenant_id, key)
+        self._s3.delete_object(Bucket=self._bucket, Key=key)
+
 
 def _check_owner(tenant_id: str, key: str) -> None:
     if not key.split("/")[1:2] == [tenant_id]:

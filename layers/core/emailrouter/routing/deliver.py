@@ -104,6 +104,13 @@ class Work:
     party_addresses: list[str] = field(default_factory=list)
     raw_s3_key: str | None = None
     ledger_ops: list[dict[str, Any]] = field(default_factory=list)
+    quarantined_here: bool = False  # a redelivery of the arrival that was quarantined
+
+    @property
+    def keep_at_source(self) -> bool:
+        """A quarantined arrival stays in its mailbox until it is replayed or discarded."""
+        quarantined = self.result is not None and self.result.outcome is Outcome.QUARANTINED
+        return quarantined or self.quarantined_here
 
     @property
     def open(self) -> bool:
@@ -280,6 +287,12 @@ class _Run:
     def _duplicate(self, work: Work, finished: InboundRecord) -> None:
         """The message already has an outcome: reached another mailbox, or a redelivery."""
         work.finish(Outcome.DUPLICATE, f"already {finished.outcome}", finished.crm_email_id)
+        work.quarantined_here = (
+            finished.outcome is Outcome.QUARANTINED
+            and not finished.discarded_at
+            and finished.mailbox_id == work.mailbox.mailbox_id
+            and finished.source_ref == work.message.source_ref
+        )
         if (
             finished.crm_email_id
             and finished.party_addresses
@@ -569,7 +582,7 @@ class _Run:
                         work.mailbox.mailbox_id,
                         work.message.source_ref,
                         work.key,
-                        work.mailbox.delete_after_processing,
+                        work.mailbox.delete_after_processing and not work.keep_at_source,
                         work.message.source_identity,
                     )
                 }
