@@ -207,3 +207,86 @@ def test_cleartext_mailbox_is_not_opened_outside_local_mode(local_stack: LocalSt
 
     with pytest.raises(SourceConfigurationError, match="cleartext"):
         open_source(tenant, tenant.mailbox("sales"), TenantSecrets(), allow_private=False)
+
+
+# ---- ${VAR} placeholders: only in secret values, after parsing ------------------------------
+
+
+def _stored_secret(name: str = "emailrouter/northwind/sales") -> dict[str, object]:
+    return dict(json.loads(aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0755", "yes", "abc #not-a-comment", 'quote" and: colon', "line1\nline2", "${NOT_EXPANDED_AGAIN}"],
+    ids=["octal-looking", "boolean-looking", "hash", "yaml-syntax", "newline", "placeholder-inside"],
+)
+def test_secret_placeholders_keep_the_value_exactly_as_a_string(
+    local_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setenv("SALES_PASSWORD", value)
+
+    code, output = _cli_import(path, capsys)
+
+    assert code == 0, output
+    assert _stored_secret() == {"username": "sales", "password": value}
+
+
+def test_placeholders_outside_secrets_are_refused_without_reading_the_environment(
+    local_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(
+        GOOD.replace("tenant_id: northwind\n", "tenant_id: northwind\nname: ${AWS_SECRET_ACCESS_KEY}\n")
+    )
+    monkeypatch.setenv("SALES_PASSWORD", "s3cret-value")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-operators-aws-key")
+
+    code, output = _cli_import(path, capsys)
+
+    assert code == 78
+    assert "tenants[0].name" in output and "only under secrets" in output
+    assert "the-operators-aws-key" not in output and "s3cret-value" not in output
+    assert list(TenantStore().all()) == []
+
+
+def test_errors_in_a_file_with_secrets_never_show_secret_values(
+    local_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An invalid file is reported by field; the value a placeholder would bring in is not shown."""
+    path = tmp_path / "tenants.yaml"
+    path.write_text(GOOD.replace("protocol: imap", "protocol: carrier-pigeon"))
+    monkeypatch.setenv("SALES_PASSWORD", "s3cret-value: [")
+
+    code, output = _cli_import(path, capsys)
+
+    assert code == 78 and "mailboxes.0.protocol" in output
+    assert "s3cret-value" not in output
+
+
+def test_missing_secret_placeholder_is_named_with_its_place(
+    local_stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(GOOD)
+    monkeypatch.delenv("SALES_PASSWORD", raising=False)
+
+    code, output = _cli_import(path, capsys)
+
+    assert code == 78
+    assert "SALES_PASSWORD" in output and "emailrouter/northwind/sales" in output
