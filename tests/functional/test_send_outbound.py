@@ -10,6 +10,7 @@ import requests
 
 from emailrouter import aws
 from emailrouter.local.stack import LocalStack
+from emailrouter.outbound.ses import ses_assigned_message_id
 from emailrouter.routing.faults import FaultPoints
 from emailrouter.runtime import reset_runtime
 from tests.helpers import add_tenant, crm_get, pending_send, seed_org
@@ -52,7 +53,8 @@ def test_pending_send_email_goes_out_once_and_is_marked_sent(local_stack: LocalS
     assert message["From"].addresses[0].addr_spec == "uma@acme.example"
     row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode,messageid")
     assert (row["statecode"], row["statuscode"]) == (1, 3)
-    assert row["messageid"] == message["Message-ID"]
+    # Once SES accepted it, the CRM email keeps the Message-ID SES gave it (what replies carry).
+    assert row["messageid"] == ses_assigned_message_id(sent[0]["id"], "eu-west-1")
 
 
 def test_crash_after_ses_accepted_never_sends_twice(local_stack: LocalStack) -> None:

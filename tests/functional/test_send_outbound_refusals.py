@@ -13,11 +13,16 @@ from emailrouter import aws
 from emailrouter.ledger.models import OutboundState
 from emailrouter.ledger.store import Ledger
 from emailrouter.local.stack import LocalStack
+from emailrouter.outbound.event_backlog import SesEventBacklog
 from emailrouter.outbound.send import OutboundSender
 from emailrouter.outbound.ses import SesSender
 from emailrouter.routing.outcomes import RetryLater
-from emailrouter.runtime import get_runtime
+from emailrouter.runtime import Runtime, get_runtime
 from tests.helpers import add_tenant, crm_get, pending_send, seed_org
+
+
+def _backlog(runtime: Runtime) -> SesEventBacklog:
+    return SesEventBacklog(runtime.settings.ses_events_queue_url, runtime.settings.ses_events_dlq_url)
 
 
 def test_throttled_send_goes_back_to_pending_send_and_is_not_a_failed_attempt(
@@ -33,7 +38,12 @@ def test_throttled_send_goes_back_to_pending_send_and_is_not_a_failed_attempt(
     stub.add_client_error("send_email", service_error_code="TooManyRequestsException", http_status_code=429)
     stub.activate()
     sender = OutboundSender(
-        runtime.crm, runtime.ledger, SesSender(throttled_client), runtime.region, sending=runtime.tenants
+        runtime.crm,
+        runtime.ledger,
+        SesSender(throttled_client),
+        runtime.region,
+        sending=runtime.tenants,
+        backlog=_backlog(runtime),
     )
 
     with pytest.raises(RetryLater, match="throttled"):
@@ -97,6 +107,7 @@ def test_interrupted_attempts_beyond_the_limit_fail_the_email_with_the_reason(
         runtime.region,
         faults,
         sending=runtime.tenants,
+        backlog=_backlog(runtime),
     )
     with pytest.raises(InjectedCrash):
         crashing.send(tenant, email_id)

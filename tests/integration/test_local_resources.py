@@ -46,7 +46,7 @@ def test_queues_have_the_templates_visibility_timeout_and_redrive_to_their_dlq(
             continue
         redrive = json.loads(attributes["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == resources.queue_arns[spec.dlq_logical_id]
-        assert int(redrive["maxReceiveCount"]) == 5
+        assert int(redrive["maxReceiveCount"]) == spec.max_receive_count, logical_id
 
 
 def test_a_message_received_five_times_moves_to_the_dead_letter_queue(

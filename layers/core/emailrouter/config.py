@@ -25,6 +25,9 @@ class Settings(BaseModel):
     inbound_queue_url: str = ""
     outbound_queue_url: str = ""
     ses_configuration_set: str = ""
+    # Read by send_outbound before it resends an interrupted send (outbound/event_backlog.py).
+    ses_events_queue_url: str = ""
+    ses_events_dlq_url: str = ""
     local_mode: bool = False
     inline_max_bytes: int = 192 * 1024
     raw_mail_retention_days: int = 30

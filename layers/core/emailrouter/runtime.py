@@ -21,6 +21,7 @@ from emailrouter.crm.breaker import CrmBreaker
 from emailrouter.crm.connections import CrmConnections
 from emailrouter.crm.party_cache import PartyCache
 from emailrouter.ledger.store import Ledger
+from emailrouter.outbound.event_backlog import SesEventBacklog
 from emailrouter.outbound.send import OutboundSender
 from emailrouter.outbound.ses import SesSender
 from emailrouter.queues.rawstore import RawMailStore
@@ -102,7 +103,10 @@ class Runtime:
         # One attempt only: botocore's automatic retry of a dropped connection could send twice.
         ses = boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
         sender = SesSender(ses, configuration_set=self.settings.ses_configuration_set or None)
-        return OutboundSender(self.crm, self.ledger, sender, self.region, self.faults, sending=self.tenants)
+        backlog = SesEventBacklog(self.settings.ses_events_queue_url, self.settings.ses_events_dlq_url)
+        return OutboundSender(
+            self.crm, self.ledger, sender, self.region, self.faults, sending=self.tenants, backlog=backlog
+        )
 
 
 @dataclass

@@ -14,6 +14,7 @@ QUEUE_VARS = {
     "poll-jobs": "POLL_JOBS_QUEUE_URL",
     "inbound": "INBOUND_QUEUE_URL",
     "outbound": "OUTBOUND_QUEUE_URL",
+    "ses-events": "SES_EVENTS_QUEUE_URL",
 }
 
 

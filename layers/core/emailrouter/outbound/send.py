@@ -9,13 +9,24 @@ resends on a guess: SES publishes a Send event for every message it accepts (the
 set's event destination → `ses_events`, which records it on the intent), so
 - an intent with such an event is Sent, without a second send;
 - an intent still without one after the tenant's sending-status delay (default 30 minutes,
-  far beyond SES's event latency) was not accepted, and is sent now — its first real send.
+  far beyond SES's event latency) was not accepted, and is sent now — its first real send —
+  unless events may still be on their way (the ses-events queue or its DLQ holds anything:
+  outbound.event_backlog), when it waits.
+SES's answer is also kept outside the ledger: the update that marks the CRM email Sent sets its
+`messageid` to the Message-ID SES assigned, and is made even when the ledger cannot be written;
+an email whose `messageid` is SES's is never sent again.
+
+Before any of this, the sender must be one of the tenant's operator-set identities
+(tenancy.sending); the send goes through the tenant's SES tenant and the deployment's
+configuration set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from emailrouter.clock import iso
 from emailrouter.crm.emails import (
@@ -32,7 +43,7 @@ from emailrouter.ledger.models import OutboundState
 from emailrouter.outbound.compose import read_email, to_outbound
 from emailrouter.outbound.errors import PermanentSendError, RenderError, ThrottledError, TransientSendError
 from emailrouter.outbound.render import render_mime
-from emailrouter.outbound.ses import ses_assigned_message_id
+from emailrouter.outbound.ses import ses_assigned_message_id, ses_message_id_from_header
 from emailrouter.outbound.threads import remember_sent
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.outcomes import RetryLater
@@ -51,6 +62,20 @@ if TYPE_CHECKING:
 
 class SendingLookup(Protocol):
     def get_sending(self, tenant_id: str) -> SendingIdentities: ...
+
+
+class EventBacklog(Protocol):
+    def waiting(self) -> str | None: ...
+
+
+# What record_event stores when an event names no SES message id.
+UNKNOWN_SES_ID = "unknown"
+
+
+def _ses_id_of(email: CrmEmail) -> str | None:
+    """SES's message id when the CRM email's messageid is the one SES assigned (written once SES
+    accepted it), else None (it still holds ours, from the claim)."""
+    return ses_message_id_from_header(str(email.row.get("messageid") or ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +97,10 @@ class OutboundSender:
         faults: FaultPoints = NO_FAULTS,
         *,
         sending: SendingLookup,
+        backlog: EventBacklog,
     ) -> None:
         self._sending = sending
+        self._backlog = backlog
         self._crm = crm
         self._ledger = ledger
         self._ses = ses
@@ -85,9 +112,13 @@ class OutboundSender:
         email = read_email(client, email_id)
         record = self._ledger.get_outbound(tenant.tenant_id, email_id)
         if email.statuscode == STATUS_SENT:
+            ses_id = _ses_id_of(email)
+            if record is not None and record.state is OutboundState.SENDING and ses_id:
+                # Marked Sent with SES's id while the ledger was unreachable: the ledger catches up.
+                self._record_sent(tenant, email, record.message_id or "", ses_id)
             return SendResult(tenant.tenant_id, email_id, "skipped", "already sent")
         if record is not None and record.state is OutboundState.SENT:
-            self._mark_sent(client, email_id)
+            self._mark_sent(client, email_id, record.ses_message_id)
             return SendResult(tenant.tenant_id, email_id, "sent", "marked Sent after an interruption")
         if record is not None and record.state is OutboundState.FAILED:
             return SendResult(tenant.tenant_id, email_id, "skipped", f"failed earlier: {record.reason}")
@@ -161,11 +192,28 @@ class OutboundSender:
             # after the delay) settles it.
             return SendResult(tenant_id, email_id, "pending", f"SES outcome unknown: {error}")
         self._faults.reach("after_ses_accepted")
-        remember_sent(self._ledger, tenant_id, email, rendered.message_id, ses_id, outbound.tracking_token)
-        self._ledger.record_sent(tenant_id, email_id, ses_id, ses_assigned_message_id(ses_id, self._region))
+        try:
+            self._record_sent(tenant, email, rendered.message_id, ses_id, outbound.tracking_token)
+        except (BotoCoreError, ClientError):
+            # The ledger is unreachable: the CRM email still learns SES's id (its messageid),
+            # which every later attempt reads before it would send again.
+            self._mark_sent(client, email_id, ses_id)
+            raise
         self._faults.reach("before_mark_sent")
-        self._mark_sent(client, email_id)
+        self._mark_sent(client, email_id, ses_id)
         return SendResult(tenant_id, email_id, "sent", ses_message_id=ses_id)
+
+    def _record_sent(
+        self,
+        tenant: TenantConfig,
+        email: CrmEmail,
+        message_id: str,
+        ses_id: str,
+        tracking_token: str | None = None,
+    ) -> None:
+        remember_sent(self._ledger, tenant.tenant_id, email, message_id, ses_id, tracking_token)
+        header = ses_assigned_message_id(ses_id, self._region) if ses_id != UNKNOWN_SES_ID else ""
+        self._ledger.record_sent(tenant.tenant_id, email.email_id, ses_id, header)
 
     def _new_tracking_token(
         self, tenant: TenantConfig, email: CrmEmail, outbound: OutboundEmail
@@ -215,29 +263,24 @@ class OutboundSender:
         """An intent without a recorded SES answer. Returns a result, or None when the intent
         was released (SES never accepted it) and the caller should send now."""
         email_id = email.email_id
-        if record.accepted_ses_id or record.ses_message_id:
-            remember_sent(
-                self._ledger,
-                tenant.tenant_id,
-                email,
-                record.message_id or "",
-                record.accepted_ses_id or record.ses_message_id or "",
-                None,
+        known = record.accepted_ses_id or record.ses_message_id
+        ses_id = known if known and known != UNKNOWN_SES_ID else _ses_id_of(email)
+        if known or ses_id:
+            self._record_sent(tenant, email, record.message_id or "", ses_id or known or "")
+            self._mark_sent(client, email_id, ses_id)
+            return SendResult(
+                tenant.tenant_id, email_id, "sent", "SES's answer confirmed the interrupted send"
             )
-            self._ledger.record_sent(
-                tenant.tenant_id,
-                email_id,
-                record.accepted_ses_id or record.ses_message_id or "",
-                ses_assigned_message_id(record.accepted_ses_id or "", self._region)
-                if record.accepted_ses_id
-                else "",
-            )
-            self._mark_sent(client, email_id)
-            return SendResult(tenant.tenant_id, email_id, "sent", "SES event confirmed the interrupted send")
         age = self._ledger.intent_age_seconds(tenant.tenant_id, email_id) or 0.0
         if age < tenant.outbound.sending_status_delay_minutes * 60:
             return SendResult(
                 tenant.tenant_id, email_id, "pending", "waiting for SES to confirm an interrupted send"
+            )
+        # No event came; that proves SES never had the message only if events reach the ledger.
+        waiting = self._backlog.waiting()
+        if waiting:
+            return SendResult(
+                tenant.tenant_id, email_id, "pending", f"resend held until SES events are applied: {waiting}"
             )
         self._ledger.release_send(
             tenant.tenant_id,
@@ -247,10 +290,13 @@ class OutboundSender:
         )
         return None
 
-    def _mark_sent(self, client: DataverseClient, email_id: str) -> None:
-        client.update(
-            "emails", email_id, {"statecode": STATE_COMPLETED, "statuscode": STATUS_SENT, "senton": iso()}
-        )
+    def _mark_sent(self, client: DataverseClient, email_id: str, ses_id: str | None) -> None:
+        """Sent, and (one request) the Message-ID SES gave the mail: replies carry it, and it
+        is the CRM's own record that SES accepted the email."""
+        update: dict[str, object] = {"statecode": STATE_COMPLETED, "statuscode": STATUS_SENT, "senton": iso()}
+        if ses_id:
+            update["messageid"] = ses_assigned_message_id(ses_id, self._region)
+        client.update("emails", email_id, update)
 
     def _fail(
         self, client: DataverseClient, tenant: TenantConfig, email_id: str, etag: str | None, reason: str
