@@ -21,6 +21,8 @@ def record_handler(record: PollJobRecord) -> None:
     result = run_poll_job(get_runtime(), job)
     logger.info("mailbox polled", fetched=result["fetched"], state=result["state"], reason=result["reason"])
     count("messages_fetched", job.tenant_id, result["fetched"])
+    if result["oversize"]:  # too large to fetch: quarantined, left at the source
+        count("inbound_quarantined", job.tenant_id, result["oversize"])
     if result["state"] == "failing":
         count("mailbox_poll_failed", job.tenant_id)
 

@@ -4,7 +4,8 @@ commit, before the source acknowledgement). No email lost or doubled in the orga
 message with exactly one outcome in the ledger; quarantined ones with their raw MIME in S3.
 
 The messages come from Dovecot, polled by the real poller: `help` over POP3, deleted at the
-source once processed, and `sales` over IMAP, kept there. A crash at `before_source_ack` falls
+source once processed (except what is quarantined: it stays until replayed or discarded), and
+`sales` over IMAP, kept there. A crash at `before_source_ack` falls
 between the recorded outcomes and the deletion at the source; only a real source shows what it
 costs: the messages stay on the server until a later batch or poll deletes them, and they must
 never be tracked twice. (Queued messages alone could only show that the ledger still owes the
@@ -36,6 +37,7 @@ loop-protection limit, even counting retried attempts.
 from __future__ import annotations
 
 import collections
+import json
 import random
 from dataclasses import dataclass
 
@@ -333,8 +335,94 @@ def test_crash_at_every_inbound_step_boundary_loses_nothing_and_tracks_nothing_t
     per_arrival[Outcome.DUPLICATE.value] = arrivals - len(mails)
     assert set(per_arrival) == {o.value for o in Outcome}, per_arrival  # every kind was exercised
 
-    # The sources: nothing still owed an acknowledgement; help is emptied, sales keeps its mail.
+    # The sources: nothing still owed an acknowledgement; help keeps only the arrivals that were
+    # quarantined (until a replay or a discard), sales keeps its mail.
     assert [s for s in sources if s["ack_pending"]] == []
     assert runtime.ledger.pending_acks(TENANT, HELP) == []
-    assert dovecot.message_count(HELP) == 0
+    quarantined_in_help = [
+        record
+        for record in record_of.values()
+        if record.outcome is Outcome.QUARANTINED and record.mailbox_id == HELP
+    ]
+    maildir = dovecot.maildir(HELP)
+    # Dovecot stores lines with LF endings.
+    left_in_help = [
+        path.read_bytes().replace(b"\n", b"\r\n")
+        for folder in ("new", "cur")
+        for path in (maildir / folder).iterdir()
+    ]
+    assert len(left_in_help) == len(quarantined_in_help) == dovecot.message_count(HELP)
+    assert all(any(raw in left for raw in raw_only) for left in left_in_help), "help kept tracked mail"
+    assert {mail.label for mail in raw_only.values() if mail.mailboxes == (HELP,)} <= {
+        raw_only[raw].label for left in left_in_help for raw in raw_only if raw in left
+    }, "a quarantined message left help"
     assert dovecot.message_count(SALES) == sum(1 for mail in mails if SALES in mail.mailboxes)
+
+
+def test_a_non_source_error_while_deleting_at_the_source_fails_no_message_of_the_batch(
+    local_stack: LocalStack,
+) -> None:
+    """Two tenants in one batch; deleting at the source fails for one with an error that is not a
+    SourceError (its mailbox secret is gone). Both outcomes are recorded, so neither message may
+    come back to the queue to be delivered a second time."""
+    from emailrouter.tenancy.store import TenantStore
+    from tests.helpers import enqueue_inbound
+
+    seed_org(local_stack)
+    pop3_help = {
+        "mailbox_id": "help",
+        "address": "help@acme.example",
+        "protocol": "pop3",
+        "host": "127.0.0.1",
+        "port": 1,
+        "security": "none",
+        "credential_secret": f"emailrouter/{TENANT}/help-deleted",  # never stored
+        "delete_after_processing": True,
+        "tracking": "all",
+    }
+    tenant = add_tenant(local_stack, mailboxes=[pop3_help])
+    kept = tenant.mailboxes[0].model_copy(
+        update={"credential_secret": "emailrouter/other/help", "delete_after_processing": False}
+    )
+    assert local_stack.endpoints is not None
+    aws.client("secretsmanager").create_secret(
+        Name="emailrouter/other/crm",
+        SecretString=json.dumps({"token": local_stack.endpoints.dataverse_token}),
+    )
+    crm = tenant.crm.model_copy(update={"credential_secret": "emailrouter/other/crm"})
+    TenantStore().save(tenant.model_copy(update={"tenant_id": "other", "crm": crm, "mailboxes": [kept]}))
+    enqueue_inbound(local_stack, raw_mail(subject="Acme's", message_id="<ack-1@client.example>"))
+    _enqueue_for(local_stack, "other", raw_mail(subject="Other's", message_id="<ack-2@client.example>"))
+    runner = local_stack.runner
+    assert runner is not None
+
+    assert runner.drain(60)
+
+    assert runner.stats.crashed_invocations == 0
+    assert runner.stats.failed_records == 0
+    assert runner.stats.records == 2  # each message handed to the worker once: none came back
+    outcomes = {
+        tenant_id: [r.outcome for r in Ledger().list_messages(tenant_id)] for tenant_id in (TENANT, "other")
+    }
+    assert outcomes == {TENANT: [Outcome.CREATED], "other": [Outcome.CREATED]}
+    # The deletion is still owed: the next poll of the mailbox retries it.
+    assert Ledger().pending_acks(TENANT, "help") == ["ref-1"]
+
+
+def _enqueue_for(stack: LocalStack, tenant_id: str, raw: bytes) -> None:
+    import base64
+
+    from emailrouter.clock import iso
+    from emailrouter.queues.messages import InboundMessage
+    from emailrouter.queues.sender import QueueSender
+
+    assert stack.endpoints is not None
+    message = InboundMessage(
+        tenant_id=tenant_id,
+        mailbox_id="help",
+        source_ref="ref-1",
+        fetched_at=iso(),
+        size=len(raw),
+        raw_b64=base64.b64encode(raw).decode(),
+    )
+    QueueSender().send(stack.endpoints.environment["INBOUND_QUEUE_URL"], tenant_id, [message])

@@ -112,9 +112,13 @@ def test_raw_mail_bucket_is_encrypted_private_versioned_and_expires_mail(
         ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
     )
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
-    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert lifecycle["Expiration"]["Days"] == 30
-    assert lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    # Claim-check copies expire after 30 days; quarantined mail waits a year for a replay.
+    assert {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules} == {
+        "raw/": 30,
+        "quarantine/": 365,
+    }
+    assert all(rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1 for rule in rules)
     # The template denies non-TLS access; the local endpoint is plain HTTP, so that one
     # statement (the policy's only one) is not applied locally and objects can be written.
     template_policy = load_stack_template(TEMPLATE).resources["RawMailBucketPolicy"]["Properties"][
@@ -134,11 +138,18 @@ def test_parameters_reach_the_created_resources(aws: boto3.Session, moto_endpoin
         moto_endpoint,
         REGION,
         stack_name="emailrouter-short",
-        parameters={"RawMailRetentionDays": "7", "AlarmEmail": "ops@example.com"},
+        parameters={
+            "RawMailRetentionDays": "7",
+            "QuarantineRetentionDays": "90",
+            "AlarmEmail": "ops@example.com",
+        },
     )
 
     rules = aws.client("s3").get_bucket_lifecycle_configuration(Bucket=resources.bucket_name)["Rules"]
-    assert rules[0]["Expiration"]["Days"] == 7
+    assert {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules} == {
+        "raw/": 7,
+        "quarantine/": 90,
+    }
     assert resources.parameters["RawMailRetentionDays"] == "7"
     # The configuration set is named after the stack; email subscriptions are never made locally.
     assert resources.outputs["SesConfigurationSetName"] == "emailrouter-short"

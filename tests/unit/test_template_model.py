@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from emailrouter.local.template import (
     Ref,
     StackTemplate,
     TemplateError,
+    TemplateValue,
     load_stack_template,
     load_template_document,
     resolve_environment,
@@ -108,14 +110,21 @@ def test_every_queue_has_a_dead_letter_queue_or_is_one(stack: StackTemplate) -> 
             assert stack.consumers_of(queue.logical_id), f"nothing consumes {queue.logical_id}"
 
 
+def _alarms(stack: StackTemplate) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: stack.resources[logical_id]["Properties"]
+        for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm")
+    }
+
+
 def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(stack: StackTemplate) -> None:
     alarmed: set[str] = set()
-    for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm"):
-        properties = stack.resources[logical_id]["Properties"]
-        assert properties["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    for properties in _alarms(stack).values():
+        if properties.get("MetricName") != "ApproximateNumberOfMessagesVisible":
+            continue
+        assert properties["Namespace"] == "AWS/SQS"
         assert properties["ComparisonOperator"] == "GreaterThanThreshold"
         assert properties["Threshold"] == 0
-        assert to_marker(properties["AlarmActions"]) == [Ref("AlarmTopic")]
         (dimension,) = properties["Dimensions"]
         marker = to_marker(dimension["Value"])
         assert isinstance(marker, GetAtt)
@@ -123,6 +132,45 @@ def test_every_dead_letter_queue_has_an_alarm_on_visible_messages(stack: StackTe
 
     dead_letter_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is None}
     assert alarmed == dead_letter_queues
+
+
+def test_every_alarm_notifies_the_alarm_topic_both_ways(stack: StackTemplate) -> None:
+    for logical_id, properties in _alarms(stack).items():
+        assert to_marker(properties["AlarmActions"]) == [Ref("AlarmTopic")], logical_id
+        assert to_marker(properties["OKActions"]) == [Ref("AlarmTopic")], logical_id
+        assert properties["TreatMissingData"] == "notBreaching", logical_id
+
+
+def test_quarantines_of_any_tenant_raise_an_alarm(stack: StackTemplate) -> None:
+    namespace = stack.functions["DeliverInboundFunction"].environment["POWERTOOLS_METRICS_NAMESPACE"]
+    expressions = [
+        query["Expression"]
+        for properties in _alarms(stack).values()
+        for query in properties.get("Metrics", [])
+        if "Expression" in query
+    ]
+
+    # Summed over every series of the namespace, whatever its dimensions: any tenant's quarantine
+    # (tests/functional/test_alarmed_metrics.py shows the metric is emitted per tenant).
+    assert f"SELECT SUM(inbound_quarantined) FROM {namespace}" in expressions
+
+
+def test_quarantined_raw_mail_has_its_own_longer_lifecycle(stack: StackTemplate) -> None:
+    from emailrouter.queues.rawstore import RawMailStore
+
+    rules = stack.resources["RawMailBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiry = {
+        rule["Prefix"]: to_marker(rule["ExpirationInDays"]) for rule in rules if "ExpirationInDays" in rule
+    }
+    # Every rule that expires objects is limited to one prefix, and the prefixes are the store's.
+    assert all(rule.get("Prefix") for rule in rules if "ExpirationInDays" in rule)
+    assert set(expiry) == {
+        RawMailStore.key_for("t", "m", b"x").split("/")[0] + "/",
+        RawMailStore.key_for("t", "m", b"x", kind="quarantine").split("/")[0] + "/",
+    }
+    assert expiry == {"raw/": Ref("RawMailRetentionDays"), "quarantine/": Ref("QuarantineRetentionDays")}
+    defaults = stack.parameter_defaults
+    assert int(defaults["QuarantineRetentionDays"]) > int(defaults["RawMailRetentionDays"])
 
 
 def test_settings_the_code_reads_are_all_set_by_the_template(stack: StackTemplate) -> None:
@@ -216,3 +264,43 @@ def test_a_file_without_resources_is_not_a_template(tmp_path: Path) -> None:
 
     with pytest.raises(TemplateError, match="no Resources"):
         load_stack_template(path)
+
+
+def test_every_function_logs_to_its_own_log_group_with_a_retention(stack: StackTemplate) -> None:
+    groups = set()
+    for logical_id in stack.functions:
+        logging_config = stack.resources[logical_id]["Properties"].get("LoggingConfig", {})
+        marker = to_marker(logging_config.get("LogGroup"))
+        assert isinstance(marker, Ref), f"{logical_id} has no log group of its own"
+        group = stack.resources[marker.name]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert to_marker(group["Properties"]["RetentionInDays"]) == Ref("LogRetentionDays")
+        groups.add(marker.name)
+
+    assert len(groups) == len(stack.functions)
+    assert stack.parameter_defaults["LogRetentionDays"] == "30"
+
+
+def _alarmed_dimensions(stack: StackTemplate, namespace: str, metric: str) -> list[TemplateValue]:
+    return [
+        to_marker(properties["Dimensions"][0]["Value"])
+        for properties in _alarms(stack).values()
+        if properties.get("Namespace") == namespace and properties.get("MetricName") == metric
+    ]
+
+
+def test_every_function_has_an_alarm_on_errors_and_one_on_throttles(stack: StackTemplate) -> None:
+    for metric in ("Errors", "Throttles"):
+        alarmed = _alarmed_dimensions(stack, "AWS/Lambda", metric)
+        assert sorted(m.name for m in alarmed if isinstance(m, Ref)) == sorted(stack.functions), metric
+        assert len(alarmed) == len(stack.functions)
+
+
+def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: StackTemplate) -> None:
+    work_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is not None}
+    alarmed = _alarmed_dimensions(stack, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+
+    assert {
+        m.logical_id for m in alarmed if isinstance(m, GetAtt) and m.attribute == "QueueName"
+    } == work_queues
+    assert len(alarmed) == len(work_queues)

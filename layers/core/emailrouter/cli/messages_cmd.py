@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay.add_argument("--tenant", required=True)
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
+    discard = msub.add_parser(
+        "discard", help="give up on a quarantined message: delete its raw copy and let the source delete it"
+    )
+    discard.add_argument("key")
+    discard.add_argument("--tenant", required=True)
+    discard.add_argument("--note", default="", help="why, kept in the message's reason")
+    discard.add_argument("--json", action="store_true")
+    discard.set_defaults(func=cmd_discard)
 
     ingest = sub.add_parser("ingest", help="put one raw RFC 822 message (file or stdin) into the pipeline")
     ingest.add_argument("--tenant", required=True)
@@ -83,6 +91,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     runtime = load_runtime()
     result = replay_quarantined(runtime, args.tenant, args.key)
     emit({"key": result.message_key, "outcome": result.outcome.value, "reason": result.reason}, args.json)
+    return 0
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    from emailrouter.routing.replay import ReplayError, discard_quarantined
+
+    runtime = load_runtime()
+    try:
+        record = discard_quarantined(runtime, args.tenant, args.key, args.note)
+    except ReplayError as error:
+        raise CliError(str(error)) from None
+    emit({"key": record.message_key, "discarded_at": record.discarded_at, "reason": record.reason}, args.json)
     return 0
 
 

@@ -37,6 +37,7 @@ from emailrouter.crm.errors import (
     CrmError,
     CrmNotFoundError,
     CrmRequestError,
+    CrmTimeoutError,
     CrmTransientError,
 )
 
@@ -164,7 +165,7 @@ class DataverseClient:
                     allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
-                failure = CrmTransientError(f"{method} {_short(url)}: {type(error).__name__}")
+                failure = CrmTimeoutError(f"{method} {_short(url)}: {type(error).__name__}")
             else:
                 response = _response(raw)
                 if 300 <= response.status < 400:

@@ -26,6 +26,11 @@ class CrmTransientError(CrmError):
     """429, 5xx, timeouts and dropped connections that outlived the retry budget: retry later."""
 
 
+class CrmTimeoutError(CrmTransientError):
+    """The organization did not answer in time: a request timed out or its connection failed or
+    dropped, as often as the time left allowed. What the CRM circuit breaker counts."""
+
+
 class CrmNotFoundError(CrmError):
     pass
 

@@ -30,6 +30,7 @@ class InboundRecord(BaseModel):
     crm_email_id: str | None = None
     correlation: str | None = None
     raw_s3_key: str | None = None
+    discarded_at: str | None = None  # a quarantined message the operator gave up on
     party_addresses: list[str] = []  # every address the CRM email has as a party
     attempts: int = 0
     created_at: str = ""

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 CLAIM_TTL_SECONDS = 120
+HEADER_BLOCK_LIMIT = 256 * 1024  # what is read of a message over the limit, to name it
 WRITE_ROUNDS = 6  # $batch rounds for throttled parts; the client's deadline bounds them in time
 
 
@@ -90,6 +91,7 @@ class Work:
     raw: bytes = b""
     parsed: ParsedMessage | None = None
     problem: str | None = None
+    oversized: int = 0  # the size of a message over the tenant's limit; `raw` then holds its head only
     key: str = ""
     twin_of: Work | None = None  # the same message earlier in this batch (another mailbox)
     claimed: bool = False
@@ -102,6 +104,13 @@ class Work:
     party_addresses: list[str] = field(default_factory=list)
     raw_s3_key: str | None = None
     ledger_ops: list[dict[str, Any]] = field(default_factory=list)
+    quarantined_here: bool = False  # a redelivery of the arrival that was quarantined
+
+    @property
+    def keep_at_source(self) -> bool:
+        """A quarantined arrival stays in its mailbox until it is replayed or discarded."""
+        quarantined = self.result is not None and self.result.outcome is Outcome.QUARANTINED
+        return quarantined or self.quarantined_here
 
     @property
     def open(self) -> bool:
@@ -194,14 +203,16 @@ class _Run:
         try:
             work.tenant = self._tenants.get(work.message.tenant_id)
             work.mailbox = work.tenant.mailbox(work.message.mailbox_id)
-            work.raw = raw_bytes(work.message, self._raw)
+            work.raw = self._read_raw(work)
         except Exception as error:
             work.error = error
             return
         tenant = work.tenant
-        if len(work.raw) > tenant.max_message_bytes:
+        size = work.oversized or len(work.raw)
+        if size > tenant.max_message_bytes:
+            work.oversized = size
             work.problem = (
-                f"message of {len(work.raw)} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
+                f"message of {size} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
             )
             # Only its header block is read: enough to name it (Message-ID, subject) in the ledger.
             with contextlib.suppress(MalformedMessageError):
@@ -211,11 +222,28 @@ class _Run:
                 work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
             except MalformedMessageError as error:
                 work.problem = f"not parseable as mail: {error}"
-        work.key = raw_key(work.raw) if work.parsed is None else message_key(work.parsed)
+        if work.parsed is not None:
+            work.key = message_key(work.parsed)
+        elif work.message.raw_s3_key:
+            work.key = "raw-" + self._raw.digest_of(work.message.raw_s3_key)[:36]  # raw_key of the whole
+        else:
+            work.key = raw_key(work.raw)
         if work.message.raw_s3_key and work.problem is None:
             # Large mail came through S3: its bytes are not held while the email is built
             # (a quarantine reads them again).
             work.raw = b""
+
+    def _read_raw(self, work: Work) -> bytes:
+        """The message's bytes; from S3, only its head when the object's size is over the limit,
+        so a huge object costs the worker one HEAD and one ranged GET."""
+        key = work.message.raw_s3_key
+        if key is None:
+            return raw_bytes(work.message, self._raw)
+        size = self._raw.size(work.tenant.tenant_id, key)
+        if size <= work.tenant.max_message_bytes:
+            return raw_bytes(work.message, self._raw)
+        work.oversized = size
+        return self._raw.get_head(work.tenant.tenant_id, key, HEADER_BLOCK_LIMIT)
 
     def _claim(self, works: list[Work]) -> None:
         first: dict[tuple[str, str], Work] = {}
@@ -259,6 +287,12 @@ class _Run:
     def _duplicate(self, work: Work, finished: InboundRecord) -> None:
         """The message already has an outcome: reached another mailbox, or a redelivery."""
         work.finish(Outcome.DUPLICATE, f"already {finished.outcome}", finished.crm_email_id)
+        work.quarantined_here = (
+            finished.outcome is Outcome.QUARANTINED
+            and not finished.discarded_at
+            and finished.mailbox_id == work.mailbox.mailbox_id
+            and finished.source_ref == work.message.source_ref
+        )
         if (
             finished.crm_email_id
             and finished.party_addresses
@@ -488,11 +522,14 @@ class _Run:
 
     def _quarantine(self, work: Work, reason: str) -> None:
         try:
-            if not work.raw:
-                work.raw = raw_bytes(work.message, self._raw)
-            work.raw_s3_key = self._raw.put(
-                work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
-            )
+            if work.oversized and work.message.raw_s3_key:
+                work.raw_s3_key = self._raw.keep(work.tenant.tenant_id, work.message.raw_s3_key, "quarantine")
+            else:
+                if not work.raw:
+                    work.raw = raw_bytes(work.message, self._raw)
+                work.raw_s3_key = self._raw.put(
+                    work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
+                )
         except Exception as error:
             work.error = error
             return
@@ -545,7 +582,8 @@ class _Run:
                         work.mailbox.mailbox_id,
                         work.message.source_ref,
                         work.key,
-                        work.mailbox.delete_after_processing,
+                        work.mailbox.delete_after_processing and not work.keep_at_source,
+                        work.message.source_identity,
                     )
                 }
             )
@@ -596,7 +634,7 @@ class _Run:
             work.error = first.error or ClaimBusyError(f"message {work.key} is handled by another delivery")
 
 
-def _header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
+def _header_block(raw: bytes, limit: int = HEADER_BLOCK_LIMIT) -> bytes:
     head = raw[:limit]
     for separator in (b"\r\n\r\n", b"\n\n"):
         end = head.find(separator)
