@@ -348,3 +348,48 @@ def test_a_message_to_many_recipients_resolves_only_the_tenants_cap_of_them(loca
     assert [a for a in recipients if to[a] is not None and a not in first_forty] == []
     sender = [p for p in email["email_activity_parties"] if p["participationtypemask"] == 1]
     assert sender[0]["_partyid_value"] == CONTACT_ID
+
+
+def test_a_second_tracked_mailbox_adds_its_party_without_looking_up_the_others_again(
+    local_stack: LocalStack,
+) -> None:
+    seed_org(local_stack)
+    blind = [f"b{n:03d}@client.example" for n in range(120)]
+    local_stack.dataverse.seed(
+        {"contacts": [{"lastname": f"B{n}", "emailaddress1": a} for n, a in enumerate(blind)]}
+    )
+    mailbox = {
+        "protocol": "pop3",
+        "host": "127.0.0.1",
+        "port": 1,
+        "security": "none",
+        "credential_secret": f"emailrouter/{TENANT}/help",
+        "tracking": "all",
+    }
+    add_tenant(
+        local_stack,
+        mailboxes=[
+            {"mailbox_id": "help", "address": "help@acme.example", **mailbox},
+            {"mailbox_id": "sales", "address": "sales@acme.example", **mailbox},
+        ],
+        parties={"max_resolved_per_message": 10},
+    )
+    raw = raw_mail(
+        subject="Blind", extra_headers="Bcc: " + ", ".join(blind), message_id="<blind@client.example>"
+    )
+    enqueue_inbound(local_stack, raw, mailbox_id="help", source_ref="help-1")
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+    (first,) = incoming_emails(local_stack)
+    resolved_before = {p["addressused"]: p.get("_partyid_value") for p in first["email_activity_parties"]}
+    before = dataverse_journal(local_stack)
+
+    enqueue_inbound(local_stack, raw, mailbox_id="sales", source_ref="sales-1")
+    assert local_stack.runner.drain(30)
+
+    lookups = [e for e in dataverse_journal(local_stack)[len(before) :] if e["method"] == "GET"]
+    assert len([e for e in lookups if e["path"].rsplit("/", 1)[-1] in PARTY_SETS]) <= len(PARTY_SETS)
+    (email,) = incoming_emails(local_stack)
+    after = {p["addressused"]: p.get("_partyid_value") for p in email["email_activity_parties"]}
+    assert "sales@acme.example" in after
+    assert {a: after[a] for a in blind} == {a: resolved_before[a] for a in blind}
+    assert sum(1 for a in blind if after[a] is not None) == 10 - 1  # To: help@ is one of the ten

@@ -272,7 +272,7 @@ class DataverseClient:
         self, entity_set: str, entity_id: str, body: dict[str, Any], *, etag: str | None = None
     ) -> None:
         headers = {"Content-Type": "application/json", "If-Match": etag or "*"}
-        self.request("PATCH", f"{entity_set}({entity_id})", json_body=body, headers=headers)
+        self.request("PATCH", entity_path(entity_set, entity_id), json_body=body, headers=headers)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -340,4 +340,5 @@ def _error(method: str, url: str, response: Response) -> CrmError:
 
 
 def entity_path(entity_set: str, entity_id: str) -> str:
-    return f"{entity_set}({quote(entity_id)})"
+    """`entity_set(key)` with the key percent-encoded: it can only ever name one row."""
+    return f"{entity_set}({quote(entity_id, safe='')})"

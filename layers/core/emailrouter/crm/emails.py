@@ -15,7 +15,7 @@ from emailrouter.crm import batch
 from emailrouter.crm.errors import CrmConflictError, CrmError, CrmTransientError
 from emailrouter.crm.parties import PartyMatch, party_bind
 from emailrouter.crm.payload import AttachmentBody, encode_body
-from emailrouter.crm.query import eq, query_path
+from emailrouter.crm.query import eq, guid, query_path
 from emailrouter.mime.models import Address
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def regarding_by_email_ids(crm: DataverseClient, email_ids: list[str]) -> dict[s
     """The current regarding record of each email that still exists (one GET per 50 ids)."""
     found: dict[str, Regarding | None] = {}
     for start in range(0, len(email_ids), 50):
-        ors = " or ".join(f"activityid eq {_guid(i)}" for i in email_ids[start : start + 50])
+        ors = " or ".join(f"activityid eq {guid(i)}" for i in email_ids[start : start + 50])
         body = crm.get(
             query_path("emails", select=("activityid", "_regardingobjectid_value"), filter=ors, top=50),
             headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
@@ -231,11 +231,6 @@ def find_by_tracking_token(crm: DataverseClient, token: str) -> list[dict[str, A
         headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
     )
     return list(body.get("value", []))
-
-
-def _guid(value: str) -> str:
-    """A GUID for a `$filter`, unquoted as OData writes them; anything else is refused."""
-    return str(uuid.UUID(value))
 
 
 SET_FOR = {

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import re
+import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -34,6 +35,15 @@ def literal(value: str) -> str:
     "'O''Brien'"
     """
     return "'" + value.replace("'", "''") + "'"
+
+
+def guid(value: str) -> str:
+    """A GUID for a `$filter` or a key, unquoted as OData writes them; anything else is refused.
+
+    >>> guid("6F9619FF-8B86-D011-B42D-00CF4FC964FF")
+    '6f9619ff-8b86-d011-b42d-00cf4fc964ff'
+    """
+    return str(uuid.UUID(value))
 
 
 def eq(column: str, value: str) -> str:

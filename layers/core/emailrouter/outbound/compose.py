@@ -6,7 +6,9 @@ import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emailrouter.crm.client import entity_path
 from emailrouter.crm.emails import BCC, CC, SENDER, TO
+from emailrouter.crm.query import query_path
 from emailrouter.outbound.errors import NoRecipientsError, RenderError
 from emailrouter.outbound.models import OutboundAttachment, OutboundEmail, Recipient
 
@@ -61,7 +63,7 @@ def _recipient(client: DataverseClient, party: dict[str, Any]) -> Recipient:
     record_id = party.get("_partyid_value")
     if logical in _RECORD_EMAIL and record_id:
         entity_set, column, name_column = _RECORD_EMAIL[str(logical)]
-        record = client.get(f"{entity_set}({record_id})?$select={column},{name_column}")
+        record = client.get(query_path(entity_path(entity_set, str(record_id)), select=(column, name_column)))
         address = str(record.get(column) or "").strip()
         if address:
             return Recipient(address, str(record.get(name_column) or name))

@@ -7,7 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from emailrouter.crm.client import entity_path
 from emailrouter.crm.emails import STATE_OPEN, STATUS_FAILED
+from emailrouter.crm.query import query_path
 
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnections
@@ -88,7 +90,7 @@ def apply_ses_event(event: SesEvent, tenants: TenantLookup, ledger: Ledger, crm:
         return f"recorded {event.event_type}"
     tenant = tenants.get(event.tenant_id)
     client = crm.for_tenant(tenant).client
-    row = client.get(f"emails({event.email_id})?$select=description")
+    row = client.get(query_path(entity_path("emails", event.email_id), select=("description",)))
     client.update(
         "emails",
         event.email_id,

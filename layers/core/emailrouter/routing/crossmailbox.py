@@ -4,16 +4,20 @@ without being named (Bcc, a list, forwarding) is added as a Bcc party — at cre
 copies arrive together, afterwards when a copy arrives later.
 
 A received email is read-only in Dataverse, so adding a party later reopens it, replaces its Bcc
-parties and closes it again as Received, in one change set: all or nothing.
+parties and closes it again as Received, in one change set: all or nothing. The Bcc parties it
+already has are written back as they are (resolved or not): only the new mailbox's address is
+looked up, so a message with a long Bcc list costs no more when it reaches a second mailbox.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emailrouter.crm import batch
 from emailrouter.crm.emails import STATE_COMPLETED, STATE_OPEN, STATUS_DRAFT, STATUS_RECEIVED, bcc_parties
 from emailrouter.crm.errors import CrmError
+from emailrouter.crm.parties import KINDS, PartyMatch
+from emailrouter.crm.query import guid, query_path
 
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnection
@@ -29,13 +33,20 @@ def add_mailbox_party(
     if not record.crm_email_id or address in record.party_addresses:
         return
     client = connection.client
-    rows = client.get_all(
-        f"activityparties?$select=addressused&$filter=_activityid_value eq {record.crm_email_id} "
-        "and participationtypemask eq 4"
-    )
-    bcc = sorted({str(r.get("addressused") or "").lower() for r in rows} - {""} | {address})
-    resolved = connection.parties.resolve(bcc)
-    path = f"emails({record.crm_email_id})"
+    email_id = guid(record.crm_email_id)
+    rows = client.get(
+        query_path(
+            "activityparties",
+            select=("addressused", "_partyid_value"),
+            filter=f"_activityid_value eq {email_id} and participationtypemask eq 4",
+            top=BCC_PARTY_ROWS,
+        ),
+        headers={"Prefer": f'odata.include-annotations="{_LOGICAL_NAME}"'},
+    ).get("value", [])
+    resolved = _existing_parties(rows)
+    resolved.update(connection.parties.resolve([address]))
+    bcc = sorted(resolved)
+    path = f"emails({email_id})"
     answers = batch.execute_change_set(
         client,
         [
@@ -57,3 +68,25 @@ def add_mailbox_party(
     ledger.set_attributes(
         tenant.tenant_id, record.message_key, {"party_addresses": sorted({*record.party_addresses, address})}
     )
+
+
+BCC_PARTY_ROWS = 5000  # a Dataverse page; an email's Bcc parties beyond it are not rewritten
+_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+_SET_OF = {kind.logical_name: kind.entity_set for kind in KINDS}
+
+
+def _existing_parties(rows: list[dict[str, Any]]) -> dict[str, tuple[PartyMatch, ...]]:
+    """Each Bcc address of the email with the records its parties are bound to (() unresolved)."""
+    parties: dict[str, tuple[PartyMatch, ...]] = {}
+    for row in rows:
+        address = str(row.get("addressused") or "").lower()
+        if not address:
+            continue
+        record = row.get("_partyid_value")
+        entity_set = _SET_OF.get(str(row.get(f"_partyid_value@{_LOGICAL_NAME}") or ""))
+        matches = parties.setdefault(address, ())
+        if record and entity_set:
+            match = PartyMatch(str(row[f"_partyid_value@{_LOGICAL_NAME}"]), entity_set, str(record))
+            if match not in matches:
+                parties[address] = (*matches, match)
+    return parties
