@@ -26,7 +26,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.pop3 import Pop3Source
-from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, sample_message
+from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, TlsListener, sample_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -431,3 +431,25 @@ def test_a_cursor_written_before_the_seen_set_was_digested_is_still_honoured(
 
     assert new == uidls[2:]
     assert advanced.seen_uidls == [] and advanced.seen() == {uidl_digest(u) for u in uidls}
+
+
+def test_tls_to_the_vetted_address_names_the_host_for_sni_and_the_certificate_check(
+    tls_listener: TlsListener,
+) -> None:
+    source = Pop3Source(
+        "mail.pinned.test",
+        tls_listener.port,
+        "u",
+        "p",
+        security="ssl",
+        allow_private=True,
+        timeout=5.0,
+        resolver=ScriptedDns("127.0.0.1"),
+    )
+
+    # Connected to 127.0.0.1, yet the handshake carried the name; the self-signed certificate
+    # is then refused as for any host.
+    with pytest.raises(SourceConfigurationError, match="certificate"):
+        source.list_new(MailboxCursor())
+
+    assert tls_listener.server_names == ["mail.pinned.test"]
