@@ -7,13 +7,18 @@ mark in the mailbox health.
 
 from __future__ import annotations
 
+import json
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from emailrouter import aws
 from emailrouter.ledger.models import Outcome
+from emailrouter.local.dovecot import DovecotServer
 from emailrouter.local.stack import LocalStack
 from emailrouter.runtime import reset_runtime
 from emailrouter.sources.poller import MailboxPoller
@@ -120,3 +125,51 @@ def test_a_failure_outside_the_mail_server_is_recorded_in_the_mailbox_health(sta
     assert "internal error" in health.reason and "QueueDoesNotExist" in health.reason
     # Nothing was handed off, so the next poll with a working queue fetches the message.
     assert reset_runtime().poller.poll(TENANT, mailbox).fetched == 1
+
+
+@pytest.fixture(scope="module")
+def server_without_uidplus() -> Iterator[DovecotServer]:
+    workdir = Path(tempfile.mkdtemp(prefix="emailrouter-dovecot-"))
+    server = DovecotServer(workdir, extra_config="imap_capability = IMAP4rev1 LITERAL+ IDLE")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_server_without_uidplus_keeps_flagged_mail_and_the_health_says_why(
+    stack: LocalStack, server_without_uidplus: DovecotServer
+) -> None:
+    assert stack.runner is not None
+    name, password = f"nouidplus{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    server_without_uidplus.add_user(name, password)
+    secret = f"emailrouter/{TENANT}/mailbox-{name}"
+    aws.client("secretsmanager").create_secret(
+        Name=secret, SecretString=json.dumps({"username": name, "password": password})
+    )
+    mailbox = {
+        "mailbox_id": name,
+        "address": f"{name}@acme.example",
+        "protocol": "imap",
+        "host": "127.0.0.1",
+        "port": server_without_uidplus.imap_port,
+        "security": "none",
+        "credential_secret": secret,
+        "tracking": "all",
+        "delete_after_processing": True,
+    }
+    add_tenant(stack, [mailbox])
+    server_without_uidplus.deliver(name, raw_mail(subject="Flag me", message_id=f"<f-{name}@client.example>"))
+
+    assert reset_runtime().poller.poll(TENANT, name).fetched == 1
+    assert stack.runner.drain(60)
+    again = reset_runtime().poller.poll(TENANT, name)
+
+    health = TenantStore().get_health(TENANT, name)
+    assert (again.state, health.state) == ("ok", "ok")
+    assert "UIDPLUS" in health.reason
+    # Processed and flagged \Deleted, but not expunged: that is left to the owner's client.
+    assert server_without_uidplus.message_count(name) == 1
+    assert reset_runtime().ledger.pending_deletions(TENANT, name) == []

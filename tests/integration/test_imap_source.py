@@ -21,7 +21,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.imap import ImapSource, mailbox_argument
-from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, sample_message
+from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, TlsListener, sample_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -408,3 +408,25 @@ def test_a_name_resolving_to_a_blocked_address_is_refused_before_connecting(
 
     assert silent_server.accepted == 0
     assert dns.lookups == ["mail.tenant.example"]
+
+
+def test_tls_to_the_vetted_address_names_the_host_for_sni_and_the_certificate_check(
+    tls_listener: TlsListener,
+) -> None:
+    source = ImapSource(
+        "mail.pinned.test",
+        tls_listener.port,
+        "u",
+        "p",
+        security="ssl",
+        allow_private=True,
+        timeout=5.0,
+        resolver=ScriptedDns("127.0.0.1"),
+    )
+
+    # Connected to 127.0.0.1, yet the handshake carried the name; the self-signed certificate
+    # is then refused as for any host.
+    with pytest.raises(SourceConfigurationError, match="certificate"):
+        source.list_new(MailboxCursor())
+
+    assert tls_listener.server_names == ["mail.pinned.test"]

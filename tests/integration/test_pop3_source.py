@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from emailrouter.local.dovecot import DovecotServer
-from emailrouter.sources.base import MailboxCursor, PendingDeletion, header_identity, iter_new_messages
+from emailrouter.sources.base import (
+    MailboxCursor,
+    PendingDeletion,
+    header_identity,
+    iter_new_messages,
+    uidl_digest,
+)
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -20,7 +26,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.pop3 import Pop3Source
-from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, sample_message
+from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, TlsListener, sample_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -90,7 +96,7 @@ def test_second_poll_lists_only_mail_delivered_since_the_first(
         third_raw = source.fetch(new_refs[0])
 
     assert [m.raw for m in fetched] == [first, second]
-    assert cursor.seen_uidls == [m.source_ref for m in fetched]
+    assert cursor.seen() == {uidl_digest(m.source_ref) for m in fetched}
     assert len(new_refs) == 1
     assert third_raw == third
 
@@ -140,7 +146,7 @@ def test_delete_removes_messages_and_advance_prunes_them_from_the_cursor(
     assert dovecot_server.message_count(mailbox_user.name) == 1
     assert uidls_by_fresh_session(dovecot_server, mailbox_user) == refs[2:]
     assert still_there == refs[2:]
-    assert pruned.seen_uidls == refs[2:]
+    assert pruned.seen() == {uidl_digest(ref) for ref in refs[2:]}
 
 
 def test_delete_skips_refs_that_are_not_on_the_server(
@@ -409,3 +415,41 @@ def test_a_name_resolving_to_a_blocked_address_is_refused_before_connecting(
 
     assert silent_server.accepted == 0
     assert dns.lookups == ["mail.tenant.example"]
+
+
+def test_a_cursor_written_before_the_seen_set_was_digested_is_still_honoured(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    for n in range(3):
+        dovecot_server.deliver(mailbox_user.name, sample_message(f"m{n}"))
+    uidls = uidls_by_fresh_session(dovecot_server, mailbox_user)
+    legacy = MailboxCursor.model_validate_json(f'{{"seen_uidls": ["{uidls[0]}", "{uidls[1]}"]}}')
+
+    with pop3(dovecot_server, mailbox_user) as source:
+        new = source.list_new(legacy)
+        advanced = source.advance(legacy, new)
+
+    assert new == uidls[2:]
+    assert advanced.seen_uidls == [] and advanced.seen() == {uidl_digest(u) for u in uidls}
+
+
+def test_tls_to_the_vetted_address_names_the_host_for_sni_and_the_certificate_check(
+    tls_listener: TlsListener,
+) -> None:
+    source = Pop3Source(
+        "mail.pinned.test",
+        tls_listener.port,
+        "u",
+        "p",
+        security="ssl",
+        allow_private=True,
+        timeout=5.0,
+        resolver=ScriptedDns("127.0.0.1"),
+    )
+
+    # Connected to 127.0.0.1, yet the handshake carried the name; the self-signed certificate
+    # is then refused as for any host.
+    with pytest.raises(SourceConfigurationError, match="certificate"):
+        source.list_new(MailboxCursor())
+
+    assert tls_listener.server_names == ["mail.pinned.test"]

@@ -16,7 +16,7 @@ import poplib
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO
 
-from emailrouter.sources.base import DeletionReport, MailboxCursor, identity_mismatch
+from emailrouter.sources.base import DeletionReport, MailboxCursor, identity_mismatch, uidl_digest
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -114,8 +114,8 @@ class Pop3Source:
 
     def list_new(self, cursor: MailboxCursor) -> list[str]:
         """UIDLs on the server that the cursor has not seen, in server (arrival) order."""
-        seen = set(cursor.seen_uidls)
-        return [uidl for uidl in self._listing() if uidl not in seen]
+        seen = cursor.seen()
+        return [uidl for uidl in self._listing() if uidl_digest(uidl) not in seen]
 
     def fetch(self, source_ref: str) -> bytes:
         """The message exactly as the server sends it (CRLF lines), dot-unstuffed.
@@ -149,10 +149,9 @@ class Pop3Source:
 
         Pruning keeps the cursor (a DynamoDB item) from growing with every message ever seen.
         """
-        on_server = self._listing()
-        kept = [uidl for uidl in cursor.seen_uidls if uidl in on_server]
-        seen = list(dict.fromkeys([*kept, *handed_off]))
-        return cursor.model_copy(update={"seen_uidls": seen})
+        on_server = {uidl_digest(uidl) for uidl in self._listing()}
+        seen = (cursor.seen() & on_server) | {uidl_digest(uidl) for uidl in handed_off}
+        return cursor.model_copy(update={"seen_uidls": [], "seen_digests": seen})
 
     def present(self, source_refs: Iterable[str]) -> list[str]:
         on_server = self._listing()

@@ -2,7 +2,8 @@
 
 Layout (pk / sk):
   TENANT#<id> / CONFIG            the TenantConfig as JSON
-  TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON
+  TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON (with `seen_buckets`, a count)
+  TENANT#<id> / CURSOR#<mailbox>#SEEN#<xx>  a POP3 seen set's digests (tenancy/seen_set.py)
   TENANT#<id> / HEALTH#<mailbox>  the MailboxHealth as JSON
   TENANT#<id> / SENDING           the SendingIdentities as JSON (operator-set; never imported)
   TENANT#<id> / CRM_HEALTH        the CRM circuit breaker's state (crm.breaker)
@@ -19,6 +20,7 @@ from emailrouter.config import get_settings
 from emailrouter.sources.base import MailboxCursor
 from emailrouter.tenancy.errors import TenantNotFoundError
 from emailrouter.tenancy.models import MailboxHealth, TenantConfig
+from emailrouter.tenancy.seen_set import SeenSetItems, pack, unpack
 from emailrouter.tenancy.sending import SendingIdentities
 
 if TYPE_CHECKING:
@@ -47,6 +49,9 @@ class TenantStore:
     def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
         self._table = table_name or get_settings().tenants_table
         self._ddb = client or aws.client("dynamodb")
+        self._seen = SeenSetItems(self._ddb, self._table)
+        # The buckets last read or written per mailbox, so a save rewrites only what changed.
+        self._seen_stored: dict[tuple[str, str], dict[str, bytes]] = {}
 
     def _put(self, tenant_id: str, sk: str, body: str) -> None:
         self._ddb.put_item(
@@ -114,11 +119,40 @@ class TenantStore:
                 yield item["tenant_id"]["S"], SendingIdentities.model_validate_json(item["body"]["S"])
 
     def get_cursor(self, tenant_id: str, mailbox_id: str) -> MailboxCursor:
-        body = self._get(tenant_id, f"CURSOR#{mailbox_id}")
-        return MailboxCursor.model_validate_json(body) if body else MailboxCursor()
+        item = self._ddb.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": tenant_pk(tenant_id)}, "sk": {"S": f"CURSOR#{mailbox_id}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return MailboxCursor()
+        cursor = MailboxCursor.model_validate_json(item["body"]["S"])
+        if int(item.get("seen_buckets", {}).get("N", "0")):
+            buckets = self._seen.read(tenant_pk(tenant_id), mailbox_id)
+            self._seen_stored[(tenant_id, mailbox_id)] = buckets
+            cursor = cursor.model_copy(update={"seen_digests": cursor.seen() | unpack(buckets)})
+        return cursor
 
     def save_cursor(self, tenant_id: str, mailbox_id: str, cursor: MailboxCursor) -> None:
-        self._put(tenant_id, f"CURSOR#{mailbox_id}", cursor.model_dump_json())
+        """The cursor item, with a POP3 seen set (legacy `seen_uidls` included) in bucket items."""
+        buckets = pack(cursor.seen())
+        key = (tenant_id, mailbox_id)
+        stored = self._seen_stored.get(key)
+        if stored is None:
+            stored = self._seen.read(tenant_pk(tenant_id), mailbox_id)
+        self._seen.write(tenant_pk(tenant_id), tenant_id, mailbox_id, buckets, stored)
+        self._seen_stored[key] = buckets
+        body = cursor.model_copy(update={"seen_uidls": [], "seen_digests": set()}).model_dump_json()
+        self._ddb.put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": tenant_pk(tenant_id)},
+                "sk": {"S": f"CURSOR#{mailbox_id}"},
+                "tenant_id": {"S": tenant_id},
+                "body": {"S": body},
+                "seen_buckets": {"N": str(len(buckets))},
+            },
+        )
 
     def get_health(self, tenant_id: str, mailbox_id: str) -> MailboxHealth:
         body = self._get(tenant_id, f"HEALTH#{mailbox_id}")
