@@ -26,6 +26,9 @@ COMMANDS = [
     ["status"],
     ["dlq", "list"],
     ["dlq", "redrive"],
+    ["suppressions"],
+    ["suppressions", "list"],
+    ["suppressions", "lift"],
 ]
 
 

@@ -233,7 +233,12 @@ def test_recipient_blocks_without_blank_lines_are_split() -> None:
             status="5.7.1",
             diagnostic="550 5.7.1 relaying denied",
         ),
-        DeliveryStatus(recipient="three@inner.legacy.example.com", action="delivered", status="2.0.0"),
+        DeliveryStatus(
+            recipient="three@inner.legacy.example.com",
+            action="delivered",
+            status="2.0.0",
+            original_recipient="three@legacy.example.com",  # before its Final-Recipient
+        ),
     )
     assert dsn_defects(defects) == []
 

@@ -25,6 +25,8 @@ class Settings(BaseModel):
     inbound_queue_url: str = ""
     outbound_queue_url: str = ""
     ses_configuration_set: str = ""
+    # Secrets Manager id of the key that signs X-EmailRouter-Id (outbound/router_id.py).
+    router_id_key_secret: str = ""
     local_mode: bool = False
     inline_max_bytes: int = 192 * 1024
     raw_mail_retention_days: int = 30

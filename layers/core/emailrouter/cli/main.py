@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emailrouter.cli import local_cmd, messages_cmd, status_cmd, tenants_cmd
+from emailrouter.cli import local_cmd, messages_cmd, status_cmd, suppressions_cmd, tenants_cmd
 from emailrouter.cli.context import CliError
 
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages_cmd.register(sub)
     messages_cmd.register_outbound(sub)
     status_cmd.register(sub)
+    suppressions_cmd.register(sub)
     return parser
 
 

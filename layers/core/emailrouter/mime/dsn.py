@@ -12,12 +12,13 @@ The status fields are parsed here rather than by the email package: names are
 matched case-insensitively, folded values are unfolded, transfer encodings
 (which RFC 6533 allows on the global types) are decoded, and recipient blocks
 that an MTA forgot to separate with a blank line are split where a recipient,
-Action or Status field repeats. Values are reduced as follows:
+Action or Status field repeats or a recipient field follows a complete recipient. Values are reduced as follows:
 
 - recipient: Final-Recipient, else Original-Recipient; the address after
   `type;`, angle brackets dropped, `\\x{HHHH}` escapes of the utf-8 type decoded,
-  lower-cased. A block without either is skipped, and so is one whose address is
-  beyond RFC 5321's limits (254 octets, local part 64): no mail system delivers there.
+  lower-cased (Original-Recipient is kept as well when the two differ: a forward).
+  A block without either is skipped, and so is one with an address beyond RFC
+  5321's limits (254 octets, local part 64): no mail system delivers there.
 - action: the first word of Action, lower-cased, when it is one of the five
   RFC 3464 actions. Otherwise (with a defect) a common
   misspelling is mapped (`failure` → failed), else the action is inferred from
@@ -241,11 +242,24 @@ def _group_fields(blocks: list[Fields]) -> tuple[dict[str, str], list[dict[str, 
             if name in _PER_MESSAGE_FIELDS:
                 per_message.setdefault(name, value)
                 continue
-            if current is None or (name in _GROUP_KEYS and name in current):
+            if current is None or _starts_recipient(name, current):
                 current = {}
                 groups.append(current)
             current.setdefault(name, value)
     return per_message, groups
+
+
+def _starts_recipient(name: str, current: dict[str, str]) -> bool:
+    """Whether field `name` begins the next recipient's fields: a recipient, Action or Status
+    field repeats, or a recipient field follows a recipient that already has its Action or
+    Status (Original-Recipient may come before Final-Recipient or after it)."""
+    if name not in _GROUP_KEYS:
+        return False
+    if name in current:
+        return True
+    has_recipient = any(field in current for field in _RECIPIENT_FIELDS)
+    complete = has_recipient and ("action" in current or "status" in current)
+    return name in _RECIPIENT_FIELDS and complete
 
 
 def _statuses(groups: list[dict[str, str]], defects: DefectLog) -> tuple[DeliveryStatus, ...]:
@@ -264,17 +278,15 @@ def _statuses(groups: list[dict[str, str]], defects: DefectLog) -> tuple[Deliver
 
 
 def _status(group: dict[str, str], defects: DefectLog) -> DeliveryStatus | None:
-    recipient = ""
-    for name in _RECIPIENT_FIELDS:
-        recipient = _address(group.get(name, ""))
-        if recipient:
-            break
-    if not recipient:
+    addresses = [_address(group.get(name, "")) for name in _RECIPIENT_FIELDS]
+    if not any(addresses):
         defects.add("dsn-recipient-missing")
         return None
-    if not within_smtp_limits(recipient):
+    if not all(within_smtp_limits(a) for a in addresses if a):
         defects.add("dsn-recipient-too-long")
         return None
+    final, original = addresses
+    recipient = final or original
     diagnostic = clean_line(_typed_value(group.get("diagnostic-code", ""))[1])
     code = _status_code(group, diagnostic, defects)
     return DeliveryStatus(
@@ -282,6 +294,7 @@ def _status(group: dict[str, str], defects: DefectLog) -> DeliveryStatus | None:
         action=_action(group, code, defects),
         status=code,
         diagnostic=diagnostic,
+        original_recipient=original if original != recipient else "",
     )
 
 
