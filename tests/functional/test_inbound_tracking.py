@@ -801,6 +801,25 @@ def test_report_naming_an_address_longer_than_smtp_allows_is_handled_not_retried
     assert huge not in found.reason
 
 
+def test_report_whose_status_is_in_a_later_status_part_marks_the_bounce(stack: LocalStack) -> None:
+    """A gateway writes a first status part with only its banner and per-message fields, and
+    Carl's failure in a second one (after a stray block without Action): every status part is
+    read and the recipient with a definite action counts."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        "dsn_multi_status",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    )
+
+    deliver(stack, (bounce, "uma"))
+
+    _failed_as_bounced(stack, email_id, "5.1.1")
+    assert_outcome("<dsn-20261127161001.99@gw.client.example>", "filtered", reason=email_id)
+
+
 @pytest.mark.parametrize("returned_id", ["ses-assigned", "rendered"])
 def test_bounce_naming_only_the_sent_message_id_is_matched(stack: LocalStack, returned_id: str) -> None:
     tenant(stack, "help", "uma")

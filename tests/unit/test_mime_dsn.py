@@ -221,6 +221,18 @@ def test_missing_returned_message_gives_no_original_ids() -> None:
     assert "dsn-original-missing" in defects
 
 
+def test_every_status_part_is_read_and_a_banner_before_the_fields_is_skipped() -> None:
+    report, defects = report_of("several_status_parts.eml")
+
+    assert report.reporting_mta == "gw.client.example"
+    assert report.statuses == (
+        DeliveryStatus(recipient="carl@client.example", action="failed", status="5.1.1"),
+        DeliveryStatus(recipient="dora@client.example", action="failed", status="5.2.2"),
+    )
+    assert report.original_message_id == "<x@acme.example>"
+    assert dsn_defects(defects) == []
+
+
 def test_recipient_blocks_without_blank_lines_are_split() -> None:
     report, defects = report_of("recipients_not_separated.eml")
 
