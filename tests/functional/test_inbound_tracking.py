@@ -801,6 +801,25 @@ def test_report_naming_an_address_longer_than_smtp_allows_is_handled_not_retried
     assert huge not in found.reason
 
 
+def test_report_whose_status_is_in_a_later_status_part_marks_the_bounce(stack: LocalStack) -> None:
+    """A gateway writes a first status part with only its banner and per-message fields, and
+    Carl's failure in a second one (after a stray block without Action): every status part is
+    read and the recipient with a definite action counts."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        "dsn_multi_status",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    )
+
+    deliver(stack, (bounce, "uma"))
+
+    _failed_as_bounced(stack, email_id, "5.1.1")
+    assert_outcome("<dsn-20261127161001.99@gw.client.example>", "filtered", reason=email_id)
+
+
 @pytest.mark.parametrize("returned_id", ["ses-assigned", "rendered"])
 def test_bounce_naming_only_the_sent_message_id_is_matched(stack: LocalStack, returned_id: str) -> None:
     tenant(stack, "help", "uma")
@@ -815,6 +834,61 @@ def test_bounce_naming_only_the_sent_message_id_is_matched(stack: LocalStack, re
 
     _failed_as_bounced(stack, email_id, "5.1.10")
     assert_outcome("<0e7c2b14-5d1f-4f3a-9a0e-4b8d2c6e1f37@EX01.client.example>", "filtered", reason=email_id)
+
+
+@pytest.mark.parametrize("forged", ["plain ids", "wrong signature", "another email's signature"])
+def test_forged_router_id_in_a_report_is_not_trusted(stack: LocalStack, forged: str) -> None:
+    """Every recipient sees X-EmailRouter-Id. A report that names the email only by a header
+    the router did not sign (the tenant and email ids in clear, a made-up signature, or the
+    signature of another email) neither fails the email nor suppresses anyone."""
+    tenant(stack, "help", "uma")
+    email_id, _sent = send_from_crm(stack, "Your quote for the annual service plan")
+    other_id, _other = send_from_crm(stack, "Your second quote")
+    signed = sent_router_id(stack, other_id)
+    router_id = {
+        "plain ids": f"{TENANT}/{email_id}",
+        "wrong signature": f"{TENANT}/{email_id}/{'0' * 32}",
+        "another email's signature": signed.replace(other_id, email_id),
+    }[forged]
+    bounce = corpus_mail(
+        "dsn_bounce_full",
+        ses_message_id="<forged-1@attacker.example>",
+        our_message_id="<forged-2@attacker.example>",
+        router_id=router_id,
+    )
+
+    deliver(stack, (bounce, "uma"))
+
+    row = outbound_row(stack, email_id)
+    assert (row["statecode"], row["statuscode"]) == (1, 3)  # still Sent
+    assert Ledger().suppressed(TENANT, [CARL]) == set()
+    outbound = Ledger().get_outbound(TENANT, email_id)
+    assert outbound is not None and outbound.last_event != DSN_EVENT
+    assert_outcome(
+        "<20261127150007.7F1A2400D5@mx1.client.example>", "filtered", reason="mail the router did not send"
+    )
+
+
+def test_report_on_a_sent_email_affects_only_that_emails_recipients(stack: LocalStack) -> None:
+    """A recipient of the email knows its Message-ID and can forge a report on it: the report
+    counts only for addresses the email went to. Dora never received it: she is not suppressed
+    and the email is not failed on her account."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        "dsn_bounce_full",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    ).replace(CARL.encode(), b"dora.diaz@client.example")
+
+    deliver(stack, (bounce, "uma"))
+
+    row = outbound_row(stack, email_id)
+    assert (row["statecode"], row["statuscode"]) == (1, 3)  # still Sent
+    assert Ledger().suppressed(TENANT, ["dora.diaz@client.example", CARL]) == set()
+    found = assert_outcome("<20261127150007.7F1A2400D5@mx1.client.example>", "filtered", reason=email_id)
+    assert "not a recipient" in found.reason
 
 
 def test_bounce_of_mail_the_router_did_not_send_is_filtered_with_the_reason(stack: LocalStack) -> None:

@@ -34,7 +34,7 @@ DOMAIN = "fair.example"
 RECIPIENT = "carl@client.example"
 PENDING_SEND, SENDING = 6, 7
 BASE_TIME = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-_ROUTER_ID = re.compile(r"^X-EmailRouter-Id:\s*([^/\s]+)/(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
+_ROUTER_ID = re.compile(r"^X-EmailRouter-Id:\s*([^/\s]+)/([^/\s]+)/\S+\s*$", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass

@@ -200,3 +200,23 @@ def test_creating_again_reuses_the_stack(resources: LocalResources, moto_endpoin
     assert again.stack_id == resources.stack_id
     assert again.physical_ids == resources.physical_ids
     assert not any("TTL" in note for note in again.patched)  # already applied the first time
+
+
+def test_router_id_key_is_a_generated_secret_the_functions_are_pointed_at(
+    aws: boto3.Session, resources: LocalResources, stack: StackTemplate, moto_endpoint: str
+) -> None:
+    """The template's RouterIdKeySecret (GenerateSecretString, no value in the template) exists
+    locally with a random value of the template's length, and every function that signs or
+    verifies X-EmailRouter-Id finds it through ROUTER_ID_KEY_SECRET."""
+    secrets = aws.client("secretsmanager")
+    arn = resources.physical_ids["RouterIdKeySecret"]
+    value = secrets.get_secret_value(SecretId=arn)["SecretString"]
+    spec = stack.resources["RouterIdKeySecret"]["Properties"]["GenerateSecretString"]
+    assert len(value) == spec["PasswordLength"] and value.isalnum()
+    for function in ("DeliverInboundFunction", "SendOutboundFunction", "SesEventsFunction"):
+        assert resolve_environment(stack.functions[function], resources)["ROUTER_ID_KEY_SECRET"] == arn
+
+    again = create_local_resources(TEMPLATE, moto_endpoint, REGION)
+
+    assert again.physical_ids["RouterIdKeySecret"] == arn  # reused: mail already sent stays verifiable
+    assert secrets.get_secret_value(SecretId=arn)["SecretString"] == value

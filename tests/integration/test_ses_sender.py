@@ -44,7 +44,8 @@ def _rendered() -> RenderedMessage:
             bcc=[Recipient("boss@acme.example")],
             attachments=[OutboundAttachment("Zoë.pdf", "application/pdf", b"%PDF-1.7 " * 100)],
             tracking_token="CRM:0001001",
-        )
+        ),
+        router_key=b"router-id-key-for-ses-sender-tests",
     )
 
 

@@ -31,6 +31,9 @@ COMMANDS = [
     ["status"],
     ["dlq", "list"],
     ["dlq", "redrive"],
+    ["suppressions"],
+    ["suppressions", "list"],
+    ["suppressions", "lift"],
 ]
 
 

@@ -221,6 +221,18 @@ def test_missing_returned_message_gives_no_original_ids() -> None:
     assert "dsn-original-missing" in defects
 
 
+def test_every_status_part_is_read_and_a_banner_before_the_fields_is_skipped() -> None:
+    report, defects = report_of("several_status_parts.eml")
+
+    assert report.reporting_mta == "gw.client.example"
+    assert report.statuses == (
+        DeliveryStatus(recipient="carl@client.example", action="failed", status="5.1.1"),
+        DeliveryStatus(recipient="dora@client.example", action="failed", status="5.2.2"),
+    )
+    assert report.original_message_id == "<x@acme.example>"
+    assert dsn_defects(defects) == []
+
+
 def test_recipient_blocks_without_blank_lines_are_split() -> None:
     report, defects = report_of("recipients_not_separated.eml")
 
@@ -233,7 +245,12 @@ def test_recipient_blocks_without_blank_lines_are_split() -> None:
             status="5.7.1",
             diagnostic="550 5.7.1 relaying denied",
         ),
-        DeliveryStatus(recipient="three@inner.legacy.example.com", action="delivered", status="2.0.0"),
+        DeliveryStatus(
+            recipient="three@inner.legacy.example.com",
+            action="delivered",
+            status="2.0.0",
+            original_recipient="three@legacy.example.com",  # before its Final-Recipient
+        ),
     )
     assert dsn_defects(defects) == []
 
@@ -264,7 +281,8 @@ def test_broken_fields_keep_what_can_be_read() -> None:
             diagnostic="550 5.1.1 user unknown",
         ),
         DeliveryStatus(recipient="noaction@broken.example.com", action="delayed", status="4.2.2"),
-        DeliveryStatus(recipient="garbled@broken.example.com", action="", status=""),
+        # garbled@ has neither a readable Action nor a Status: beside recipients with a
+        # definite action it says nothing and is dropped (its defects stay, below).
     )
     assert report.original_message_id is None
     assert report.router_id is None

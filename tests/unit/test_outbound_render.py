@@ -22,7 +22,17 @@ from emailrouter.outbound.errors import (
 )
 from emailrouter.outbound.models import OutboundAttachment, OutboundEmail, Recipient
 from emailrouter.outbound.plaintext import html_to_text
-from emailrouter.outbound.render import SES_MAX_MESSAGE_BYTES, RenderedMessage, render_mime
+from emailrouter.outbound.render import SES_MAX_MESSAGE_BYTES, RenderedMessage
+from emailrouter.outbound.render import render_mime as _render_mime
+from emailrouter.outbound.router_id import verify
+
+KEY = b"router-id-key-for-render-tests-0001"
+
+
+def render_mime(email: OutboundEmail, **options: Any) -> RenderedMessage:
+    """Rendered with a known signing key (the deployment's key lives in Secrets Manager)."""
+    return _render_mime(email, router_key=KEY, **options)
+
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40
@@ -86,7 +96,9 @@ def test_headers_carry_sender_recipients_and_router_id() -> None:
     assert [a.addr_spec for a in message["Cc"].addresses] == ["dora@client.example"]
     assert message["Date"] == "Fri, 27 Nov 2026 05:00:00 +0000"
     assert message["MIME-Version"] == "1.0"
-    assert message["X-EmailRouter-Id"] == "acme/5f0c3a52-0000-0000-0000-000000000001"
+    router_id = str(message["X-EmailRouter-Id"]).strip()  # folded after the colon when long
+    assert router_id.startswith("acme/5f0c3a52-0000-0000-0000-000000000001/")
+    assert verify(router_id, [KEY]) == ("acme", "5f0c3a52-0000-0000-0000-000000000001")
     assert _header_names(message) == BASE_HEADERS | {"cc"}
     assert rendered.from_address == "uma@acme.example"
     assert rendered.size == len(rendered.raw)
@@ -471,8 +483,24 @@ def test_crm_message_ids_cannot_start_a_header(payload: str) -> None:
 def test_router_id_is_reduced_to_safe_characters() -> None:
     message = _parse(render_mime(_email(tenant_id="acme\r\nX-Injected: 1", email_id="id/1 2")))
 
-    assert message["X-EmailRouter-Id"] == "acme--X-Injected:-1/id-1-2"
+    assert str(message["X-EmailRouter-Id"]).strip().startswith("acme--X-Injected:-1/id-1-2/")
     assert _header_names(message) == BASE_HEADERS
+
+
+def test_router_id_is_signed_so_no_recipient_can_name_another_email() -> None:
+    """The header every recipient sees verifies only under the deployment's key, and only for
+    the email it was made for: neither changing the ids nor another key passes."""
+    first = str(_parse(render_mime(_email()))["X-EmailRouter-Id"]).strip()
+    second = str(
+        _parse(render_mime(_email(email_id="5f0c3a52-0000-0000-0000-000000000002")))["X-EmailRouter-Id"]
+    )
+
+    assert verify(first, [KEY]) == ("acme", "5f0c3a52-0000-0000-0000-000000000001")
+    assert first.rsplit("/", 1)[1] != second.rsplit("/", 1)[1]
+    assert verify(second.replace("000000000002", "000000000001"), [KEY]) is None
+    assert verify(first.replace("acme/", "other/"), [KEY]) is None
+    assert verify(first, [b"another-deployment-key-000000000000"]) is None
+    assert verify("acme/5f0c3a52-0000-0000-0000-000000000001", [KEY]) is None  # unsigned (old) form
 
 
 # -- plain text ------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ class Settings(BaseModel):
     # Read by send_outbound before it resends an interrupted send (outbound/event_backlog.py).
     ses_events_queue_url: str = ""
     ses_events_dlq_url: str = ""
+    # Secrets Manager id of the key that signs X-EmailRouter-Id (outbound/router_id.py).
+    router_id_key_secret: str = ""
     local_mode: bool = False
     inline_max_bytes: int = 192 * 1024
     raw_mail_retention_days: int = 30

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from emailrouter.cli import local_cmd, messages_cmd, status_cmd, tenants_cmd
+from emailrouter.cli import local_cmd, messages_cmd, status_cmd, suppressions_cmd, tenants_cmd
 from emailrouter.cli.context import CliError
 from emailrouter.cli.exits import Exit
 from emailrouter.routing.outcomes import is_retryable
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     messages_cmd.register(sub)
     messages_cmd.register_outbound(sub)
     status_cmd.register(sub)
+    suppressions_cmd.register(sub)
     return parser
 
 

@@ -57,3 +57,13 @@ class OutboundRecord(BaseModel):
     accepted_ses_id: str | None = None  # from an SES event: proof SES accepted the message
     queued_at: str = ""
     updated_at: str = ""
+
+
+class Suppression(BaseModel):
+    """A recipient the tenant does not send to until `expires_at` (epoch seconds)."""
+
+    tenant_id: str
+    address: str
+    reason: str = ""
+    updated_at: str = ""
+    expires_at: int | None = None  # None: stored before suppression expired (kept until lifted)

@@ -6,6 +6,7 @@ Layout (pk / sk), all under the tenant's partition:
     (IMAP refs are <uidvalidity>:<uid>; refs stored before that are bare UIDs, still read:
     their deletions are checked by the Message-ID of their message)
   TENANT#<id> / OUT#<email_id>               outbound email: intent, SES ids, state
+  TENANT#<id> / SUPP#<address>               suppressed recipient, until expires_at
 The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists by outcome.
 """
 
@@ -20,7 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from emailrouter import aws
 from emailrouter.clock import epoch, iso
 from emailrouter.config import get_settings
-from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome
+from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome, Suppression
 from emailrouter.mime.addresses import within_smtp_limits
 from emailrouter.sources.base import PendingDeletion
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _SER = TypeSerializer()
 _DE = TypeDeserializer()
 RETENTION_SECONDS = 90 * 24 * 3600
+SUPPRESSION_SECONDS = 90 * 24 * 3600  # the tenant's outbound.suppression_days by default
 
 
 class ClaimBusyError(Exception):
@@ -46,6 +48,12 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 def _values(values: dict[str, Any]) -> dict[str, Any]:
     return {key: _SER.serialize(value) for key, value in values.items()}
+
+
+def _expired(item: dict[str, Any]) -> bool:
+    """DynamoDB removes items some time after their TTL passes; until then they are ignored."""
+    expires = item.get("expires_at", {}).get("N")
+    return expires is not None and int(expires) <= epoch()
 
 
 class Ledger:
@@ -739,9 +747,12 @@ class Ledger:
         return user_number, counter
 
     # ---- suppression ---------------------------------------------------------------------
-    def suppress(self, tenant_id: str, address: str, reason: str) -> bool:
-        """A recipient that hard-bounced or complained: the tenant stops sending to it.
-        An address beyond RFC 5321's limits is no recipient (and no valid key): not stored."""
+    def suppress(
+        self, tenant_id: str, address: str, reason: str, ttl_seconds: int = SUPPRESSION_SECONDS
+    ) -> bool:
+        """A recipient that hard-bounced or complained: the tenant stops sending to it for
+        `ttl_seconds` (a later bounce starts the time again). An address beyond RFC 5321's
+        limits is no recipient (and no valid key): not stored."""
         if not within_smtp_limits(address):
             return False
         self._ddb.put_item(
@@ -753,6 +764,7 @@ class Ledger:
                     "tenant_id": tenant_id,
                     "reason": reason[:300],
                     "updated_at": iso(),
+                    "expires_at": epoch() + ttl_seconds,  # the table's TTL attribute
                 }
             ),
         )
@@ -767,13 +779,45 @@ class Ledger:
                 RequestItems={
                     self._table: {
                         "Keys": [{"pk": _pk(tenant_id), "sk": {"S": f"SUPP#{a}"}} for a in chunk],
-                        "ProjectionExpression": "sk",
+                        "ProjectionExpression": "sk, expires_at",
                     }
                 }
             )
             for item in response.get("Responses", {}).get(self._table, []):
-                found.add(item["sk"]["S"].removeprefix("SUPP#"))
+                if not _expired(item):
+                    found.add(item["sk"]["S"].removeprefix("SUPP#"))
         return found
+
+    def list_suppressions(self, tenant_id: str) -> Iterator[Suppression]:
+        """The tenant's suppressed recipients that have not expired, by address."""
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :supp)",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":supp": {"S": "SUPP#"}},
+        ):
+            for item in page.get("Items", []):
+                if _expired(item):
+                    continue
+                data = _plain(item)
+                yield Suppression(
+                    tenant_id=tenant_id,
+                    address=str(data["sk"]).removeprefix("SUPP#"),
+                    reason=str(data.get("reason", "")),
+                    updated_at=str(data.get("updated_at", "")),
+                    expires_at=int(data["expires_at"]) if "expires_at" in data else None,
+                )
+
+    def lift_suppression(self, tenant_id: str, address: str) -> bool:
+        """Send to `address` again; False when it was not suppressed (or had expired)."""
+        if not within_smtp_limits(address):
+            return False
+        old = self._ddb.delete_item(
+            TableName=self._table,
+            Key={"pk": _pk(tenant_id), "sk": {"S": f"SUPP#{address.lower()}"}},
+            ReturnValues="ALL_OLD",
+        ).get("Attributes")
+        return bool(old) and not _expired(old)
 
     def record_failed(self, tenant_id: str, email_id: str, reason: str) -> bool:
         return self._transition(

@@ -11,8 +11,10 @@ moto's CloudFormation left out (as of moto 5.2):
 - S3 versioning, lifecycle rules, public access block, ownership controls and ``BucketKeyEnabled``
   (dropped), and the ``AWS::S3::BucketPolicy`` (resource type not supported);
 - ``AWS::SQS::QueuePolicy``, ``AWS::SNS::TopicPolicy``, ``AWS::SNS::Subscription`` (sqs protocol),
-  ``AWS::SES::ConfigurationSet`` and its event destination, ``AWS::CloudWatch::Alarm``
-  (resource types not supported).
+  ``AWS::SES::ConfigurationSet`` and its event destination, ``AWS::CloudWatch::Alarm``,
+  ``AWS::SecretsManager::Secret`` (resource types not supported; a secret's
+  ``GenerateSecretString`` is honoured with Secrets Manager's own ``GetRandomPassword``, and a
+  secret that exists is kept, so a restarted stack keeps its keys).
 
 Queue attributes, GSIs and bucket encryption are verified as well and re-applied if a moto
 version drops them. Not fixable through moto's API: a table's ``SSESpecification`` (moto's
@@ -552,6 +554,7 @@ class _LocalStackBuilder:
             "AWS::S3::BucketPolicy": self._bucket_policy,
             "AWS::SNS::Subscription": self._subscription,
             "AWS::CloudWatch::Alarm": self._alarm,
+            "AWS::SecretsManager::Secret": self._secret,
         }.get(kind)
         if apply is None:
             self.not_created[logical_id] = f"{kind} is not supported by moto's CloudFormation"
@@ -565,6 +568,38 @@ class _LocalStackBuilder:
         else:
             service = kind.split("::")[1]
             self.note(f"{logical_id}: applied with the {service} API (moto's CloudFormation skips {kind})")
+
+    def _secret(self, logical_id: str, properties: dict[str, Any]) -> None:
+        """A secret under the template's Name (else `<stack>-<logical id>`); `!Ref` is its ARN."""
+        secrets = self.client("secretsmanager")
+        name = str(properties.get("Name") or f"{self.stack_name}-{logical_id}")
+        try:
+            self.physical_ids[logical_id] = str(secrets.describe_secret(SecretId=name)["ARN"])
+            return
+        except secrets.exceptions.ResourceNotFoundException:
+            pass
+        value = properties.get("SecretString")
+        if value is None:
+            spec = dict(properties.get("GenerateSecretString") or {})
+            options = {
+                key: spec[key]
+                for key in (
+                    "PasswordLength",
+                    "ExcludeCharacters",
+                    "ExcludeNumbers",
+                    "ExcludePunctuation",
+                    "ExcludeUppercase",
+                    "ExcludeLowercase",
+                    "IncludeSpace",
+                    "RequireEachIncludedType",
+                )
+                if key in spec
+            }
+            value = secrets.get_random_password(**options)["RandomPassword"]
+        created = secrets.create_secret(
+            Name=name, SecretString=str(value), Description=str(properties.get("Description", ""))
+        )
+        self.physical_ids[logical_id] = str(created["ARN"])
 
     def _ses_configuration_set(self, logical_id: str, properties: dict[str, Any]) -> None:
         name = str(properties.get("Name") or f"{self.stack_name}-{logical_id}")

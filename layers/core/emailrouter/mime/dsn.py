@@ -2,22 +2,26 @@
 
 Only a top-level `multipart/report; report-type=delivery-status` (or
 `global-delivery-status`, RFC 6533) is read. Its parts are found by type, not
-only by position: the status part is the first message/delivery-status or
-message/global-delivery-status part (else a second part that reads like one),
-the returned message the first message/rfc822, message/global,
-text/rfc822-headers or message/global-headers part after it. Only the returned
+only by position: the status parts are every message/delivery-status or
+message/global-delivery-status part (some gateways write one per recipient; at
+most 100 are read), else a second part that reads like one; the returned message
+is the first message/rfc822, message/global, text/rfc822-headers or
+message/global-headers part after the first status part. Lines that are not
+fields (a gateway's banner before the real status) are skipped; when some
+recipients have a definite action, recipients without one are dropped. Only the returned
 message's headers are read.
 
 The status fields are parsed here rather than by the email package: names are
 matched case-insensitively, folded values are unfolded, transfer encodings
 (which RFC 6533 allows on the global types) are decoded, and recipient blocks
 that an MTA forgot to separate with a blank line are split where a recipient,
-Action or Status field repeats. Values are reduced as follows:
+Action or Status field repeats or a recipient field follows a complete recipient. Values are reduced as follows:
 
 - recipient: Final-Recipient, else Original-Recipient; the address after
   `type;`, angle brackets dropped, `\\x{HHHH}` escapes of the utf-8 type decoded,
-  lower-cased. A block without either is skipped, and so is one whose address is
-  beyond RFC 5321's limits (254 octets, local part 64): no mail system delivers there.
+  lower-cased (Original-Recipient is kept as well when the two differ: a forward).
+  A block without either is skipped, and so is one with an address beyond RFC
+  5321's limits (254 octets, local part 64): no mail system delivers there.
 - action: the first word of Action, lower-cased, when it is one of the five
   RFC 3464 actions. Otherwise (with a defect) a common
   misspelling is mapped (`failure` → failed), else the action is inferred from
@@ -71,6 +75,7 @@ RETURNED_TYPES = frozenset(
 )
 ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 MAX_STATUSES = 1000  # one per recipient; bounds what a hostile report can make us build
+MAX_STATUS_PARTS = 100  # status parts read per report (some gateways write one per recipient)
 
 _ACTION_ALIASES = {
     "failure": "failed",
@@ -121,16 +126,23 @@ def read_delivery_report(message: Message, defects: DefectLog) -> DeliveryReport
 
 def _read(message: Message, defects: DefectLog) -> DeliveryReport:
     parts = children_of(message) or []
-    status_index = _status_part_index(parts, defects)
+    status_indexes = _status_part_indexes(parts, defects)
     statuses: tuple[DeliveryStatus, ...] = ()
     reporting_mta = ""
-    if status_index is None:
+    if not status_indexes:
         defects.add("dsn-status-missing")
     else:
-        text = _part_text(parts[status_index], defects)
-        per_message, groups = _group_fields(_blocks(text))
+        # Some gateways write one status part per recipient: every one is read.
+        per_message: dict[str, str] = {}
+        groups: list[dict[str, str]] = []
+        for index in status_indexes:
+            fields, recipients = _group_fields(_blocks(_part_text(parts[index], defects)))
+            for name, value in fields.items():
+                per_message.setdefault(name, value)
+            groups += recipients
         reporting_mta = clean_line(_typed_value(per_message.get("reporting-mta", ""))[1])
-        statuses = _statuses(groups, defects)
+        statuses = _definite(_statuses(groups, defects))
+    status_index = status_indexes[0] if status_indexes else None
     returned = _returned_part(parts, status_index)
     if returned is None:
         defects.add("dsn-original-missing")
@@ -153,20 +165,33 @@ def _part_type(part: Message, defects: DefectLog) -> str:
     return mime_type(content_type, defects)
 
 
-def _status_part_index(parts: list[Message], defects: DefectLog) -> int | None:
-    """Index of the machine-readable status part; a mislabelled second part that reads like one."""
-    for index, part in enumerate(parts):
-        if _part_type(part, defects) in STATUS_TYPES:
-            return index
-    if len(parts) < 2:
-        return None
+def _status_part_indexes(parts: list[Message], defects: DefectLog) -> list[int]:
+    """Indexes of the machine-readable status parts; else a mislabelled second part that reads
+    like one."""
+    found = [index for index, part in enumerate(parts) if _part_type(part, defects) in STATUS_TYPES]
+    if found or len(parts) < 2:
+        return found[:MAX_STATUS_PARTS]
     declared = _part_type(parts[1], defects)
     if declared.startswith(("multipart/", "message/rfc822", "message/global")):
-        return None
+        return []
     if _STATUS_HINT.search(_part_text(parts[1], DefectLog())):
         defects.add("dsn-status-mislabelled", declared)
-        return 1
-    return None
+        return [1]
+    return []
+
+
+def _definite(statuses: tuple[DeliveryStatus, ...]) -> tuple[DeliveryStatus, ...]:
+    """The statuses with a definite action when there are any (a stray block with a recipient
+    but no Action or Status says nothing about it), each (recipient, action, status) once."""
+    definite = [s for s in statuses if s.action] or list(statuses)
+    seen: set[tuple[str, str, str]] = set()
+    kept: list[DeliveryStatus] = []
+    for status in definite:
+        key = (status.recipient, status.action, status.status)
+        if key not in seen:
+            seen.add(key)
+            kept.append(status)
+    return tuple(kept)
 
 
 def _returned_part(parts: list[Message], status_index: int | None) -> Message | None:
@@ -241,11 +266,24 @@ def _group_fields(blocks: list[Fields]) -> tuple[dict[str, str], list[dict[str, 
             if name in _PER_MESSAGE_FIELDS:
                 per_message.setdefault(name, value)
                 continue
-            if current is None or (name in _GROUP_KEYS and name in current):
+            if current is None or _starts_recipient(name, current):
                 current = {}
                 groups.append(current)
             current.setdefault(name, value)
     return per_message, groups
+
+
+def _starts_recipient(name: str, current: dict[str, str]) -> bool:
+    """Whether field `name` begins the next recipient's fields: a recipient, Action or Status
+    field repeats, or a recipient field follows a recipient that already has its Action or
+    Status (Original-Recipient may come before Final-Recipient or after it)."""
+    if name not in _GROUP_KEYS:
+        return False
+    if name in current:
+        return True
+    has_recipient = any(field in current for field in _RECIPIENT_FIELDS)
+    complete = has_recipient and ("action" in current or "status" in current)
+    return name in _RECIPIENT_FIELDS and complete
 
 
 def _statuses(groups: list[dict[str, str]], defects: DefectLog) -> tuple[DeliveryStatus, ...]:
@@ -264,17 +302,15 @@ def _statuses(groups: list[dict[str, str]], defects: DefectLog) -> tuple[Deliver
 
 
 def _status(group: dict[str, str], defects: DefectLog) -> DeliveryStatus | None:
-    recipient = ""
-    for name in _RECIPIENT_FIELDS:
-        recipient = _address(group.get(name, ""))
-        if recipient:
-            break
-    if not recipient:
+    addresses = [_address(group.get(name, "")) for name in _RECIPIENT_FIELDS]
+    if not any(addresses):
         defects.add("dsn-recipient-missing")
         return None
-    if not within_smtp_limits(recipient):
+    if not all(within_smtp_limits(a) for a in addresses if a):
         defects.add("dsn-recipient-too-long")
         return None
+    final, original = addresses
+    recipient = final or original
     diagnostic = clean_line(_typed_value(group.get("diagnostic-code", ""))[1])
     code = _status_code(group, diagnostic, defects)
     return DeliveryStatus(
@@ -282,6 +318,7 @@ def _status(group: dict[str, str], defects: DefectLog) -> DeliveryStatus | None:
         action=_action(group, code, defects),
         status=code,
         diagnostic=diagnostic,
+        original_recipient=original if original != recipient else "",
     )
 
 

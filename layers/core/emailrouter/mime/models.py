@@ -32,6 +32,7 @@ class DeliveryStatus:
     action: str  # failed | delayed | delivered | relayed | expanded
     status: str  # e.g. 5.1.1
     diagnostic: str = ""  # Diagnostic-Code text, decoded, one line
+    original_recipient: str = ""  # Original-Recipient address when it differs (forwarding)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,24 @@ def _recipient(client: DataverseClient, party: dict[str, Any]) -> Recipient:
     raise RenderError(f"party {logical or 'unresolved'} {record_id or ''} has no email address".strip())
 
 
+def recipients_of(client: DataverseClient, email_id: str) -> list[Recipient]:
+    """The email's To, Cc and Bcc recipients as a send reads them (one request, no bodies).
+    Parties without a usable address are left out."""
+    row = client.get(
+        f"emails({email_id})?$select=activityid"
+        "&$expand=email_activity_parties($select=participationtypemask,addressused,_partyid_value)",
+        headers=_ANNOTATIONS,
+    )
+    found: list[Recipient] = []
+    for party in row.get("email_activity_parties") or []:
+        if int(party.get("participationtypemask") or 0) in (TO, CC, BCC):
+            try:
+                found.append(_recipient(client, party))
+            except RenderError:
+                continue
+    return found
+
+
 def to_outbound(client: DataverseClient, tenant_id: str, email: CrmEmail) -> OutboundEmail:
     row = email.row
     roles: dict[int, list[Recipient]] = {SENDER: [], TO: [], CC: [], BCC: []}

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from emailrouter.crm.client import entity_path
 from emailrouter.crm.emails import STATE_OPEN, STATUS_FAILED
 from emailrouter.crm.query import query_path
+from emailrouter.outbound.router_id import HEADER, deployment_keys, verify
 
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnections
     from emailrouter.ledger.store import Ledger
     from emailrouter.tenancy.models import TenantConfig
-
-HEADER = "X-EmailRouter-Id"
 
 
 class TenantLookup(Protocol):
@@ -45,9 +44,12 @@ def parse_ses_event(body: str) -> SesEvent:
     tenant_id = (tags.get("tenant_id") or [None])[0]
     email_id = (tags.get("email_id") or [None])[0]
     if not (tenant_id and email_id):
+        # Without the message tags, the header we rendered — only when its signature holds.
         for header in mail.get("headers") or []:
-            if str(header.get("name", "")).lower() == HEADER.lower() and "/" in str(header.get("value", "")):
-                tenant_id, email_id = str(header["value"]).split("/", 1)
+            if str(header.get("name", "")).lower() == HEADER.lower():
+                named = verify(str(header.get("value", "")), deployment_keys().accepted())
+                if named is not None:
+                    tenant_id, email_id = named
     detail, permanent = event_type, False
     suppress: tuple[str, ...] = ()
     if event_type == "Bounce":
@@ -76,7 +78,8 @@ def parse_ses_event(body: str) -> SesEvent:
 
 def apply_ses_event(event: SesEvent, tenants: TenantLookup, ledger: Ledger, crm: CrmConnections) -> str:
     """Record the event (any event proves SES accepted the message); hard-bounced and
-    complaining recipients go on the tenant's suppression list; a permanent bounce or a reject
+    complaining recipients go on the tenant's suppression list for its `suppression_days`;
+    a permanent bounce or a reject
     marks the CRM email Failed. Returns what was done."""
     if not (event.tenant_id and event.email_id):
         return "ignored: not sent by the router"
@@ -84,8 +87,10 @@ def apply_ses_event(event: SesEvent, tenants: TenantLookup, ledger: Ledger, crm:
         event.tenant_id, event.email_id, event.event_type, event.detail, event.ses_message_id
     ):
         return "ignored: no outbound record for this email"
-    for address in event.suppress:
-        ledger.suppress(event.tenant_id, address, event.detail)
+    if event.suppress:
+        days = tenants.get(event.tenant_id).outbound.suppression_days
+        for address in event.suppress:
+            ledger.suppress(event.tenant_id, address, event.detail, days * 86400)
     if not event.permanent_failure:
         return f"recorded {event.event_type}"
     tenant = tenants.get(event.tenant_id)

@@ -4,7 +4,8 @@ Every value in the message comes from the CRM and is treated as hostile: control
 are removed before any header is set (so no value can start a header of its own), addresses
 must be plain ``local@domain``, and the output is 7-bit with every line within RFC 5322's
 998 bytes. SES replaces our Message-ID, so our id also goes at the end of References and, with
-the CRM ids, into ``X-EmailRouter-Id``: replies still correlate.
+the CRM ids and their signature, into ``X-EmailRouter-Id`` (outbound/router_id.py): replies and
+delivery reports still correlate, and only the router can name an email there.
 
 Structure (only the layers that are needed)::
 
@@ -37,6 +38,7 @@ from emailrouter.outbound.errors import (
     RenderError,
 )
 from emailrouter.outbound.plaintext import html_to_text
+from emailrouter.outbound.router_id import HEADER, deployment_keys, sign
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -57,7 +59,6 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 _MIMETYPE = re.compile(r"^([a-z0-9!#$&^_.+-]{1,127})/([a-z0-9!#$&^_.+-]{1,127})(?:$|[\s;])")
 _MSG_ID = re.compile(r"<([^<>\s@]{1,200}@[^<>\s@]{1,200})>")
 _BARE_MSG_ID = re.compile(r"^([^<>\s@]{1,200}@[^<>\s@]{1,200})$")
-_ROUTER_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _SPACES = re.compile(r"\s+")
 # Unicode categories that could end a header line: controls (CR, LF, NUL, …) and separators.
 _BREAKING = frozenset({"Cc", "Zl", "Zp"})
@@ -81,17 +82,20 @@ def render_mime(
     max_bytes: int = SES_MAX_MESSAGE_BYTES,
     max_recipients: int = SES_MAX_RECIPIENTS,
     date: datetime | None = None,
+    router_key: bytes | None = None,
 ) -> RenderedMessage:
     """Render `email` as a 7-bit, CRLF MIME message.
 
     `domain` is the right-hand side of a generated Message-ID (default: the sender's domain).
+    `router_key` signs ``X-EmailRouter-Id`` (default: the deployment's key from Secrets Manager).
     Raises `InvalidRecipientError` for a malformed address (naming the party),
     `NoRecipientsError`, `MessageTooLargeError` when the message exceeds `max_bytes`, and
     `RenderError` for anything else that makes the email unsendable.
 
     >>> from emailrouter.outbound.models import OutboundEmail, Recipient
     >>> rendered = render_mime(OutboundEmail("t1", "e1", Recipient("ann@acme.example", "Ann"),
-    ...     "Quote", "<p>Hi</p>", to=[Recipient("bob@client.example")], tracking_token="CRM:0001001"))
+    ...     "Quote", "<p>Hi</p>", to=[Recipient("bob@client.example")], tracking_token="CRM:0001001"),
+    ...     router_key=b"k" * 32)
     >>> b"Subject: Quote CRM:0001001" in rendered.raw, rendered.recipients
     (True, ['bob@client.example'])
     """
@@ -122,7 +126,8 @@ def render_mime(
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
     msg["References"] = " ".join(_references(email.references, in_reply_to, message_id))
-    msg["X-EmailRouter-Id"] = router_id(email.tenant_id, email.email_id)
+    key = router_key if router_key is not None else deployment_keys().signing_key()
+    msg[HEADER] = sign(email.tenant_id, email.email_id, key)
     _set_body(msg, email)
     for part in msg.walk():
         if part is not msg:
@@ -153,13 +158,6 @@ def subject_with_token(subject: str, token: str | None) -> str:
     if not token or token in clean.split():
         return clean
     return f"{clean} {token}" if clean else token
-
-
-def router_id(tenant_id: str, email_id: str) -> str:
-    """``X-EmailRouter-Id`` value ``<tenant_id>/<email_id>``, reduced to safe characters."""
-    tenant = _ROUTER_ID_UNSAFE.sub("-", tenant_id)[:128]
-    activity = _ROUTER_ID_UNSAFE.sub("-", email_id)[:128]
-    return f"{tenant}/{activity}"
 
 
 def header_text(value: str) -> str:

@@ -132,6 +132,8 @@ class OutboundConfig(BaseModel):
     # New send jobs one dispatch run takes for this tenant: a backlog enters the queue a slice
     # per minute, so it cannot sit in front of other tenants' mail (see outbound/dispatch.py).
     max_jobs_per_dispatch: int = Field(default=100, ge=1, le=1000)
+    # How long a hard-bounced or complaining recipient stays suppressed (then mail is tried again).
+    suppression_days: int = Field(default=90, ge=1, le=3650)
     # Send only email whose sending mailbox has outgoingemaildeliverymethod = 2 (Server-Side
     # Synchronization or Email Router), leaving the rest to whatever else delivers this org's mail.
     # Off by default: then every outgoing email in Pending Send is the router's to send.
