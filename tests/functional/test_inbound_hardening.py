@@ -16,6 +16,8 @@ import pytest
 from emailrouter.ledger.store import Ledger
 from emailrouter.local.stack import LocalStack
 from emailrouter.mime.parse import parse_message
+from emailrouter.queues.rawstore import RawMailStore
+from emailrouter.queues.sender import QueueSender, inbound_message
 from tests.functional.test_inbound_tracking import (
     deliver,
     incoming_emails,
@@ -182,3 +184,62 @@ def test_a_malformed_from_is_repaired_to_the_plausible_sender(
     assert any(
         d.startswith("from-repaired") or d.startswith("from-replaced-by") for d in parse_message(raw).defects
     )
+
+
+# ==== messages of countless parts ==============================================================
+
+
+def deliver_via_s3(stack: LocalStack, raw: bytes, mailbox_id: str = "help") -> None:
+    """Queue `raw` as a poll does with large mail (raw bytes in S3, the key on the queue) and
+    run deliver_inbound until the queue is empty."""
+    assert stack.runner is not None and stack.endpoints is not None
+    message_ = inbound_message(TENANT, mailbox_id, "big-1", raw, RawMailStore(), 192 * 1024)
+    QueueSender().send(stack.endpoints.environment["INBOUND_QUEUE_URL"], TENANT, [message_])
+    assert stack.runner.drain(120)
+
+
+def many_parts(count: int, *, attachments: bool) -> bytes:
+    part = (
+        b'--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="f.bin"\r\n\r\nx\r\n'
+        if attachments
+        else b"--b\r\n\r\nx\r\n"
+    )
+    head = (
+        b"From: Carl Contact <carl@client.example>\r\nTo: help@acme.example\r\nSubject: Parts\r\n"
+        b"Message-ID: <parts@client.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    )
+    return head + part * count + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (many_parts(1_500, attachments=False), "more than 1000 MIME parts"),
+        (many_parts(600, attachments=True), "more than 500 attachments"),
+    ],
+    ids=["parts", "attachments"],
+)
+def test_mail_over_the_part_or_attachment_caps_is_quarantined_with_the_reason(
+    stack: LocalStack, raw: bytes, reason: str
+) -> None:
+    tenant(stack)
+    deliver(stack, (raw, "help"))
+    assert incoming_emails(stack) == []
+    outcome, found = ledger_outcome("<parts@client.example>")
+    assert outcome == "quarantined" and reason in found, found
+
+
+def test_two_hundred_thousand_tiny_parts_are_refused_without_parsing_them(stack: LocalStack) -> None:
+    tenant(stack)
+    ordinary = message(body="x" * 2_400_000, message_id="<ordinary@client.example>")
+    started = time.process_time()
+    deliver_via_s3(stack, ordinary)
+    baseline = time.process_time() - started
+    raw = many_parts(200_000, attachments=False)
+    started = time.process_time()
+    deliver_via_s3(stack, raw)
+    cost = time.process_time() - started
+    assert cost < 3 * baseline + 0.5, (cost, baseline)
+    outcome, reason = ledger_outcome("<parts@client.example>")
+    assert outcome == "quarantined" and "MIME parts" in reason, reason

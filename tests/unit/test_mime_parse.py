@@ -430,10 +430,17 @@ def test_nesting_beyond_the_bound_stops_with_a_defect() -> None:
 
 
 def test_nesting_that_defeats_the_email_package_gives_headers_and_a_defect() -> None:
-    parsed = parse_message(_nested(3000))
+    parsed = parse_message(_nested(1200))
 
     assert parsed.sender == Address("a@example.com")
     assert "nesting-too-deep:parser" in parsed.defects
+
+
+def test_nesting_past_the_part_cap_is_over_the_limit_before_the_email_package_reads_it() -> None:
+    parsed = parse_message(_nested(3000))
+
+    assert parsed.sender == Address("a@example.com")
+    assert parsed.over_limit == "more than 1000 MIME parts"
 
 
 # --- Charsets -------------------------------------------------------------------------------------

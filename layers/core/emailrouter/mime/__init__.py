@@ -32,6 +32,7 @@ structure
     `content-type-invalid:<value>`    malformed Content-Type, treated as text/plain
     `multipart-boundary-missing`, `multipart-boundary-recovered`   boundary absent or wrong
     `nesting-too-deep:50`             parts nested deeper than 50 levels were skipped
+    `parts-too-many:1000`             more MIME parts than that (the rest unread; quarantined)
     `nesting-too-deep:parser`         nesting defeated the email package; headers only
     `parser-fallback:<policy>`        the email package raised; another policy was used
     `body-unreadable:<error>`         body extraction failed unexpectedly; headers still parsed
@@ -45,6 +46,7 @@ transfer encodings
     `transfer-encoding-unknown:<name>`           content kept as it came
 attachments
     `attachment-too-large:<filename>:<size>`     dropped (over max_attachment_bytes); never truncated
+    `attachments-too-many:500`        more attachments than that (quarantined)
     `attached-message-unreadable`                a message/rfc822 part kept as raw payload
     `defects-truncated`                          more than 100 defects
 """

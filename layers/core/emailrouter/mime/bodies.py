@@ -35,6 +35,10 @@ from emailrouter.mime.transfer import decode_base64_text, decode_transfer
 from emailrouter.mime.tree import parse_tree
 
 MAX_DEPTH = 50
+# Caps on one message's structure (each part costs parse time and a part of the create request);
+# a message over either is quarantined with the reason (`BodyWalker.over_limit`).
+MAX_PARTS = 1000
+MAX_ATTACHMENTS = 500
 MAX_FILENAME = 255
 
 # Which body branches a subtree may contribute to: multipart/alternative narrows it.
@@ -212,6 +216,8 @@ class BodyWalker:
         self._linesep = linesep  # for re-serialising attached messages as the source wrote them
         self._max_attachment_bytes = max_attachment_bytes
         self._generated = 0
+        self._parts = 0
+        self.over_limit = ""  # why the message is over a structure cap; empty when it is not
         self.result = BodyParts()
         self._tnef_body = BodyParts()  # used only when the MIME parts give no body
         self._rtf_only: list[tuple[int, bytes, _PartInfo]] = []  # winmail.dat kept for want of a body
@@ -225,6 +231,12 @@ class BodyWalker:
         """Visit `part` and its children; `role` says which body branches it may fill."""
         if depth > MAX_DEPTH:
             self._defects.add("nesting-too-deep", MAX_DEPTH)
+            return
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            if not self.over_limit:
+                self._defects.add("parts-too-many", MAX_PARTS)
+                self.over_limit = f"more than {MAX_PARTS} MIME parts"
             return
         for defect in getattr(part, "defects", ()):
             self._defects.add("mime-" + _kebab(type(defect).__name__))
@@ -365,6 +377,11 @@ class BodyWalker:
 
     def _attach(self, content: bytes, info: _PartInfo, position: int | None = None) -> None:
         """Add an attachment (at the end, or at `position`) unless it is over the size limit."""
+        if len(self.result.attachments) >= MAX_ATTACHMENTS:
+            if not self.over_limit:
+                self._defects.add("attachments-too-many", MAX_ATTACHMENTS)
+                self.over_limit = f"more than {MAX_ATTACHMENTS} attachments"
+            return
         filename = info.filename or self._generated_name(info.mimetype)
         limit = self._max_attachment_bytes
         if limit is not None and len(content) > limit:

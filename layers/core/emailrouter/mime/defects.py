@@ -11,7 +11,7 @@ import re
 
 MAX_DEFECTS = 100  # hostile input must not turn the defect list into a memory sink
 # Codes the pipeline acts on are kept even when the log is full.
-ALWAYS_KEPT = frozenset({"attachment-too-large"})
+ALWAYS_KEPT = frozenset({"attachment-too-large", "parts-too-many", "attachments-too-many"})
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 

@@ -71,6 +71,7 @@ class ParsedMessage:
     fingerprint: str = ""  # stable hash of headers and body; set only for messages without Message-ID
     thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
     delivery_report: DeliveryReport | None = None  # set for delivery status notifications
+    over_limit: str = ""  # why the message is over a structure cap (parts, attachments): quarantined
 
     @property
     def text_body(self) -> str:

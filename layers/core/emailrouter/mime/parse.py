@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING
 
 from emailrouter.mime.addresses import parse_address_list, repair_mailbox
-from emailrouter.mime.bodies import BodyWalker
+from emailrouter.mime.bodies import MAX_PARTS, BodyWalker
 from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
@@ -66,6 +66,7 @@ _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
 # (ESC starts ISO-2022-JP sequences in raw 8-bit headers).
 _BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _MAX_BINARY_BYTES = 8  # a few stray control bytes are broken mail; more is not mail
+_MULTIPART = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?multipart/", re.IGNORECASE | re.MULTILINE)
 MAX_HEADER_LINES = 10_000  # lines past these are left to the feed parser as they are
 # A header block names at least one of these (RFC 5322, RFC 2045, and what transports add).
 KNOWN_FIELDS = frozenset(
@@ -99,8 +100,9 @@ SUBJECT_MAX_CHARS = 1024
 SUBJECT_MAX_RAW = 16 * 1024
 
 
-def _header_block(data: bytes, defects: DefectLog) -> bytes | memoryview:
-    """The message from its header block on, with malformed header lines repaired; raises
+def _header_block(data: bytes, defects: DefectLog) -> tuple[bytes | memoryview, int]:
+    """The message from its header block on, with malformed header lines repaired, and the
+    length of its header block; raises
     MalformedMessageError when the input does not start with a text header block.
 
     Only blank lines and an mbox `From ` envelope line may come before the header block. In it,
@@ -149,7 +151,7 @@ def _header_block(data: bytes, defects: DefectLog) -> bytes | memoryview:
     if not names & KNOWN_FIELDS:
         raise MalformedMessageError("the header block names no message header field")
     if all(kind in ("header", "continuation") for _s, _e, kind in lines[: last + 1]):
-        return memoryview(data)[start:]
+        return memoryview(data)[start:], block_end - start
     pieces: list[bytes] = []
     skipping = False
     for line_start, line_end, kind in lines[: last + 1]:
@@ -166,7 +168,8 @@ def _header_block(data: bytes, defects: DefectLog) -> bytes | memoryview:
             defects.add("header-obsolete-syntax", found.group(1).decode("ascii"))
             line = found.group(1) + b":" + line[found.end() :]
         pieces.append(line)
-    return b"".join(pieces) + data[block_end:]
+    header = b"".join(pieces)
+    return header + data[block_end:], len(header)
 
 
 def _field_name(line: bytes) -> str:
@@ -260,8 +263,16 @@ def parse_message(
     if not data.strip():
         raise MalformedMessageError("empty message")
     defects = DefectLog()
-    block = _header_block(data, defects)
-    message, has_structure = parse_tree(block, defects)
+    block, header_length = _header_block(data, defects)
+    over_limit = ""
+    if data.count(b"\n--") > 4 * MAX_PARTS and _MULTIPART.search(bytes(block[:header_length])):
+        # Far more boundary lines than parts are allowed: not worth the feed parser's time.
+        over_limit = f"more than {MAX_PARTS} MIME parts"
+        defects.add("parts-too-many", MAX_PARTS)
+        message, _usable = parse_tree(bytes(block[:header_length]) + b"\r\n", defects)
+        has_structure = False
+    else:
+        message, has_structure = parse_tree(block, defects)
     headers = RawHeaders.of(message)
 
     for name in _SINGLE_HEADERS:
@@ -277,6 +288,7 @@ def parse_message(
             walker.walk(message)
         except Exception as error:  # a parser bug must cost the body, not the whole message
             defects.add("body-unreadable", type(error).__name__)
+        over_limit = walker.over_limit
     parsed = ParsedMessage(
         message_id=parse_message_id(headers.first("message-id"), "Message-ID", defects),
         subject=_subject(headers.first("subject"), defects),
@@ -296,6 +308,7 @@ def parse_message(
         size=len(data),
         thread_index=decode_thread_index(headers.first("thread-index"), defects),
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
+        over_limit=over_limit,
     )
     parsed.defects = defects.as_list()
     if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID

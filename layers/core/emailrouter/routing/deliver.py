@@ -220,6 +220,8 @@ class _Run:
         else:
             try:
                 work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
+                if work.parsed.over_limit:
+                    work.problem = work.parsed.over_limit
             except MalformedMessageError as error:
                 work.problem = f"not parseable as mail: {error}"
         if work.parsed is not None:
