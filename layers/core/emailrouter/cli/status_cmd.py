@@ -18,7 +18,9 @@ QUEUE_VARS = {
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    status = sub.add_parser("status", help="tenants, mailbox health, CRM circuit breakers, queue and DLQ depths")
+    status = sub.add_parser(
+        "status", help="tenants, mailbox health, CRM circuit breakers, queue and DLQ depths"
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     dlq = sub.add_parser("dlq", help="inspect and redrive dead-letter queues")
