@@ -44,7 +44,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             items.append((InboundRecord.model_validate(raw).body, raw["messageId"]))
         except (ValidationError, KeyError):
             continue  # the batch processor reports it as failed when it parses it again
-    results = deliver_messages(runtime, items, lambda_deadline(context))
+    deadline = lambda_deadline(context)
+    with runtime.crm.within(deadline):
+        results = deliver_messages(runtime, items, deadline)
     outcomes: dict[str, object] = {
         owner: result for (_message, owner), result in zip(items, results, strict=True)
     }

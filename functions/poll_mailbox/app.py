@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from emailrouter.crm.deadline import lambda_deadline
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.queues.messages import PollJobRecord
 from emailrouter.runtime import get_runtime
@@ -31,7 +32,9 @@ def record_handler(record: PollJobRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    get_runtime().register_context(context)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    runtime = get_runtime()
+    runtime.register_context(context)
+    with runtime.crm.within(lambda_deadline(context)):  # the approval check's CRM requests
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from emailrouter.crm.deadline import lambda_deadline
 from emailrouter.observability import count, logger, metrics, tracer
 from emailrouter.outbound.jobs import handle_ses_event
 from emailrouter.runtime import get_runtime
@@ -29,7 +30,9 @@ def record_handler(record: SqsRecordModel) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    get_runtime().register_context(context)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    runtime = get_runtime()
+    runtime.register_context(context)
+    with runtime.crm.within(lambda_deadline(context)):
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from email import policy
 from email.parser import BytesParser
 from typing import Any
 
+import pytest
 import requests
 
 from emailrouter import aws
+from emailrouter.clock import iso
+from emailrouter.local.sqs_events import schedule_event, sqs_event
 from emailrouter.local.stack import LocalStack
 from emailrouter.outbound.ses import ses_assigned_message_id
 from emailrouter.routing.faults import FaultPoints
@@ -109,3 +113,45 @@ def test_tenant_tracking_tokens_go_on_the_subject_and_the_crm_email(local_stack:
         crm_get(local_stack, f"emails({e})?$select=trackingtoken")["trackingtoken"] for e in (first, second)
     }
     assert tokens == {"CRM:0001001", "CRM:0001002"}
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_of_sends_to_a_hung_crm_ends_within_the_invocations_remaining_time(
+    local_stack: LocalStack,
+) -> None:
+    """Three jobs in one batch, the organization answering nothing for 8 s: the invocation ends
+    inside the time it has, and every job goes back to its queue (none lost, none sent)."""
+    _prepare(local_stack)
+    ids = [_pending_send(local_stack, f"Hung #{n}") for n in range(3)]
+    runner, endpoints = local_stack.runner, local_stack.endpoints
+    assert runner is not None and endpoints is not None
+    runner.invoke("DispatchOutboundFunction", schedule_event("dispatch-outbound", endpoints.region, iso()))
+    binding = next(b for b in runner.queues if b.function == "SendOutboundFunction")
+    messages = aws.client("sqs").receive_message(
+        QueueUrl=binding.queue_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=600,
+        AttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )["Messages"]
+    assert len(messages) == 3
+    local_stack.dataverse.set_faults([{"kind": "latency", "delay_ms": 8_000}])
+    asked_before = local_stack.dataverse.stats()["http_requests"]
+
+    started = time.monotonic()
+    response = runner.invoke(
+        "SendOutboundFunction",
+        sqs_event(messages, binding.queue_arn, endpoints.region),
+        timeout_seconds=6,
+    )
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 6
+    time.sleep(8)  # the organization's late answer is counted once it is written
+    assert local_stack.dataverse.stats()["http_requests"] > asked_before  # the CRM was asked
+    failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+    assert failed == {m["MessageId"] for m in messages}  # every job back to its queue
+    assert _ses_sent(local_stack) == []
+    local_stack.dataverse.clear_faults()
+    for email_id in ids:
+        assert crm_get(local_stack, f"emails({email_id})?$select=statuscode")["statuscode"] == 6

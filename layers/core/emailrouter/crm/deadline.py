@@ -37,6 +37,11 @@ def safety_margin(budget_seconds: float) -> float:
     return min(MARGIN_MAX_SECONDS, MARGIN_FRACTION * max(0.0, budget_seconds))
 
 
+def time_left(deadline: Callable[[], float], *, clock: Callable[[], float] = time.monotonic) -> float:
+    """Seconds until `deadline()`; zero or less once it has passed."""
+    return deadline() - clock()
+
+
 def lambda_deadline(
     context: RemainingTime, *, clock: Callable[[], float] = time.monotonic
 ) -> Callable[[], float]:

@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
-from emailrouter.crm.deadline import lambda_deadline
+from emailrouter.crm.deadline import lambda_deadline, time_left
 from emailrouter.observability import logger
 from emailrouter.outbound.dispatch import RunBudget, dispatch_tenants
 from emailrouter.outbound.events import apply_ses_event, parse_ses_event
+from emailrouter.routing.outcomes import RetryLater
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from emailrouter.crm.deadline import RemainingTime
     from emailrouter.outbound.dispatch import DispatchResult
     from emailrouter.outbound.events import SesEvent
@@ -48,7 +51,11 @@ def dispatch_all_tenants(runtime: Runtime, context: RemainingTime | None = None)
     return results
 
 
-def send_one(runtime: Runtime, job: OutboundJob) -> SendResult:
+def send_one(runtime: Runtime, job: OutboundJob, deadline: Callable[[], float] | None = None) -> SendResult:
+    """Send one job's email, if the invocation has time left for it (`deadline`, monotonic):
+    otherwise the job goes back to its queue (RetryLater) without a request."""
+    if deadline is not None and time_left(deadline) <= 0:
+        raise RetryLater("no time left in this invocation for another send")
     return runtime.outbound.send(runtime.tenants.get(job.tenant_id), job.email_id)
 
 
