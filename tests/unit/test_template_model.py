@@ -300,5 +300,7 @@ def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: S
     work_queues = {q.logical_id for q in stack.queues.values() if q.dlq_logical_id is not None}
     alarmed = _alarmed_dimensions(stack, "AWS/SQS", "ApproximateAgeOfOldestMessage")
 
-    assert {m.logical_id for m in alarmed if isinstance(m, GetAtt) and m.attribute == "QueueName"} == work_queues
+    assert {
+        m.logical_id for m in alarmed if isinstance(m, GetAtt) and m.attribute == "QueueName"
+    } == work_queues
     assert len(alarmed) == len(work_queues)
