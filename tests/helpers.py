@@ -13,6 +13,7 @@ from emailrouter.clock import iso
 from emailrouter.local.stack import LocalStack
 from emailrouter.queues.messages import InboundMessage
 from emailrouter.tenancy.models import TenantConfig
+from emailrouter.tenancy.sending import SendingIdentities
 
 TENANT = "acme"
 USER_ID = "aaaaaaaa-0000-0000-0000-000000000001"
@@ -66,9 +67,14 @@ def seed_org(stack: LocalStack) -> None:
 
 
 def add_tenant(
-    stack: LocalStack, mailboxes: list[dict[str, Any]] | None = None, **extra: Any
+    stack: LocalStack,
+    mailboxes: list[dict[str, Any]] | None = None,
+    sending_identities: list[str] | None = None,
+    **extra: Any,
 ) -> TenantConfig:
-    """Store a tenant whose CRM is the stack's emulator; its token goes to Secrets Manager."""
+    """Store a tenant whose CRM is the stack's emulator; its token goes to Secrets Manager.
+    The operator's sending identities default to acme.example with the tenant's SES tenant
+    (`sending_identities=[]`: none set, as for a tenant the operator has not set up)."""
     from emailrouter import aws
     from emailrouter.tenancy.store import TenantStore
 
@@ -98,7 +104,17 @@ def add_tenant(
             **extra,
         }
     )
-    TenantStore().save(tenant)
+    store = TenantStore()
+    store.save(tenant)
+    identities = ["acme.example"] if sending_identities is None else sending_identities
+    if identities:
+        store.save_sending(
+            tenant.tenant_id,
+            SendingIdentities(
+                identities=identities,
+                ses_tenant_name=f"{stack.endpoints.environment['SES_CONFIGURATION_SET']}-{tenant.tenant_id}",
+            ),
+        )
     return tenant
 
 
@@ -166,6 +182,7 @@ def pending_send(
     description: str = "<p>Hello <b>Carl</b></p>",
     session: requests.Session | None = None,
     recipient: dict[str, Any] | None = None,
+    sender: str = "uma@acme.example",
 ) -> str:
     """An email from Uma to `to`, composed in the CRM and sent there (Pending Send), as a user
     would: create it with its parties, then move it to Completed / Pending Send."""
@@ -187,7 +204,7 @@ def pending_send(
                 {
                     "participationtypemask": 1,
                     "partyid_systemuser@odata.bind": f"/systemusers({USER_ID})",
-                    "addressused": "uma@acme.example",
+                    "addressused": sender,
                 },
                 recipient
                 or {

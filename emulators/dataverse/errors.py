@@ -72,6 +72,10 @@ def invalid_payload(set_name: str, detail: str) -> DataverseError:
     )
 
 
+def url_too_long(limit: int) -> DataverseError:
+    return DataverseError("0x80060888", f"The request URL is longer than {limit} characters.", status=414)
+
+
 def query_error(message: str) -> DataverseError:
     return DataverseError("0x80060888", message, status=400)
 

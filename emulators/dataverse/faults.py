@@ -1,4 +1,5 @@
-"""Misbehaviour on demand: throttling, server errors, latency and dropped connections.
+"""Misbehaviour on demand: throttling, server errors, refused requests (400), redirects, latency
+and dropped connections.
 
 Rules match requests by method and a path substring and fire either with a probability (seeded, so
 a run is repeatable) or for the first N matching requests, or both. By default (``scope``
@@ -20,8 +21,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-FaultKind = Literal["429", "503", "500", "latency", "drop"]
-KINDS: frozenset[str] = frozenset({"429", "503", "500", "latency", "drop"})
+FaultKind = Literal["429", "503", "500", "400", "redirect", "latency", "drop"]
+KINDS: frozenset[str] = frozenset({"429", "503", "500", "400", "redirect", "latency", "drop"})
 FaultScope = Literal["request", "operation"]
 SCOPES: frozenset[str] = frozenset({"request", "operation"})
 
@@ -36,6 +37,7 @@ class FaultRule:
     method: str | None = None
     path_contains: str | None = None
     scope: FaultScope = "request"  # "operation": each operation inside a $batch
+    location: str = ""  # for redirect: where the 307 points
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:
@@ -52,8 +54,11 @@ class FaultRule:
         scope = str(data.get("scope") or "request")
         if scope not in SCOPES:
             raise ValueError(f"unknown fault scope {scope!r}; expected one of {sorted(SCOPES)}")
-        if scope == "operation" and kind == "drop":
-            raise ValueError("a dropped connection drops the whole $batch: use scope 'request'")
+        if scope == "operation" and kind in ("drop", "redirect"):
+            raise ValueError(f"a {kind} fault answers the whole $batch: use scope 'request'")
+        location = str(data.get("location") or "")
+        if kind == "redirect" and not location:
+            raise ValueError("a redirect fault needs the location it points to")
         return cls(
             kind=kind,  # type: ignore[arg-type]
             probability=probability,
@@ -63,6 +68,7 @@ class FaultRule:
             method=(data.get("method") or None) and str(data["method"]).upper(),
             path_contains=data.get("path_contains") or None,
             scope=scope,  # type: ignore[arg-type]
+            location=location,
         )
 
     def matches(self, method: str, path: str) -> bool:

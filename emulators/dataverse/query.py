@@ -8,6 +8,7 @@ case-insensitive (SQL Server collation), ``null`` sorts first ascending, guids c
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from emulators.dataverse.errors import query_error
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # name, string, number, guid, datetime, lparen, rparen, comma, end
+    kind: str  # name, string, number, guid, datetime, lparen, rparen, lbracket, rbracket, comma, equals, end
     value: Any
     position: int
 
@@ -42,8 +43,15 @@ def tokenize(text: str) -> list[Token]:
         if char.isspace():
             pos += 1
             continue
-        if char in "(),":
-            kind = {"(": "lparen", ")": "rparen", ",": "comma"}[char]
+        if char in "(),[]=":
+            kind = {
+                "(": "lparen",
+                ")": "rparen",
+                ",": "comma",
+                "[": "lbracket",
+                "]": "rbracket",
+                "=": "equals",
+            }[char]
             tokens.append(Token(kind, char, pos))
             pos += 1
             continue
@@ -119,10 +127,19 @@ class Call:
     args: tuple[Expr, ...]
 
 
-Expr = Literal | Property | Compare | Logical | Not | Call
+@dataclass(frozen=True)
+class InValues:
+    """``Microsoft.Dynamics.CRM.In(PropertyName='col',PropertyValues=['a','b'])``: ``col`` equals one of them."""
+
+    column: str
+    values: tuple[Any, ...]
+
+
+Expr = Literal | Property | Compare | Logical | Not | Call | InValues
 
 COMPARISONS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 STRING_FUNCTIONS = frozenset({"contains", "startswith", "endswith"})
+IN_FUNCTION = "Microsoft.Dynamics.CRM.In"
 
 
 class FilterParser:
@@ -218,6 +235,8 @@ class FilterParser:
         raise AssertionError("unreachable")
 
     def _call(self, name: str, token: Token) -> Expr:
+        if name == IN_FUNCTION:
+            return self._in_values()
         if name not in STRING_FUNCTIONS:
             raise query_error(f"The function '{name}' is not supported in $filter in this emulator.")
         self._expect("lparen")
@@ -229,6 +248,42 @@ class FilterParser:
         if len(args) != 2:
             raise query_error(f"The function '{name}' takes 2 arguments, {len(args)} given in '{self.text}'.")
         return Call(name, tuple(args))
+
+    def _in_values(self) -> Expr:
+        """The query function's two named parameters, PropertyName first, as Dataverse takes them."""
+        self._expect("lparen")
+        self._parameter_name("PropertyName")
+        column = self._literal()
+        if not isinstance(column, str):
+            raise query_error(f"PropertyName of {IN_FUNCTION} must be a string in '{self.text}'.")
+        self._expect("comma")
+        self._parameter_name("PropertyValues")
+        self._expect("lbracket")
+        values: list[Any] = []
+        if self._peek().kind != "rbracket":
+            values.append(self._literal())
+            while self._peek().kind == "comma":
+                self._next()
+                values.append(self._literal())
+        self._expect("rbracket")
+        self._expect("rparen")
+        return InValues(column, tuple(values))
+
+    def _parameter_name(self, name: str) -> None:
+        token = self._expect("name")
+        if token.value != name:
+            raise query_error(
+                f"Syntax error: expected the parameter {name} at position {token.position} in '{self.text}'."
+            )
+        self._expect("equals")
+
+    def _literal(self) -> Any:
+        token = self._peek()
+        expr = self._primary()
+        if not isinstance(expr, Literal):
+            self._fail(token)
+        assert isinstance(expr, Literal)
+        return expr.value
 
 
 def parse_filter(text: str) -> Expr:
@@ -248,6 +303,8 @@ def properties_in(expr: Expr) -> Iterable[str]:
         case Call(_, args):
             for arg in args:
                 yield from properties_in(arg)
+        case InValues(column, _):
+            yield column
         case _:
             return
 
@@ -310,6 +367,8 @@ def evaluate(expr: Expr, row: dict[str, Any]) -> Any:
             return bool(evaluate(left, row)) or bool(evaluate(right, row))
         case Not(operand):
             return not bool(evaluate(operand, row))
+        case InValues(column, candidates):
+            return any(compare_values("eq", row.get(column), value) for value in candidates)
         case Call(function, (haystack_expr, needle_expr)):
             haystack, needle = evaluate(haystack_expr, row), evaluate(needle_expr, row)
             if not isinstance(haystack, str) or not isinstance(needle, str):
@@ -412,6 +471,22 @@ def parse_expand(text: str) -> list[ExpandItem]:
             options[name.strip()] = value.strip()
         items.append(ExpandItem(match.group(1), parse_options(options, nested=True)))
     return items
+
+
+def query_string_options(query: str) -> dict[str, str]:
+    """The raw options of a request's query string, decoded as ASP.NET decodes one: split on
+    ``&``, each name and value percent-decoded as UTF-8 with ``+`` read as a space. A system query
+    option given twice is refused, as OData does (Dataverse does not pick one of them)."""
+    options: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(
+        query, keep_blank_values=True, encoding="utf-8", errors="replace"
+    ):
+        if name.startswith("$") and name in options:
+            raise query_error(
+                f"Query option '{name}' was specified more than once, it must be specified at most once."
+            )
+        options[name] = value
+    return options
 
 
 def parse_options(options: dict[str, str], nested: bool = False) -> QueryOptions:

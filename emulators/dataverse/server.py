@@ -23,10 +23,12 @@ from emulators.dataverse.batch import BatchExecutor, BatchOperation, operations_
 from emulators.dataverse.control import fault_rules, handle_control, rate_limit_of
 from emulators.dataverse.errors import (
     DataverseError,
+    query_error,
     request_limit_exceeded,
     resource_not_found,
     unauthorized,
     unexpected_error,
+    url_too_long,
 )
 from emulators.dataverse.faults import FaultInjector, FaultRule
 from emulators.dataverse.journal import JournalEntry, RequestJournal, caller_of
@@ -39,6 +41,7 @@ from emulators.dataverse.store import Store
 from emulators.dataverse.throttling import RateLimit, RequestRateLimiter
 
 SERVICE_PATH = "/api/data/v9.2/"
+MAX_URL_CHARS = 32_768  # the Web API's URL limit outside $batch (fact sheet §1: ≈32 KB)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ class DataverseEmulator:
         """Forget every row, fault, counter and throttle window; restore the organization's own rows."""
         self.store.clear()
         self.faults.clear()
+        self.service.next_link_root = None
         self.log.reset()
         self.journal.reset()
         if self._limiter is not None:
@@ -150,6 +154,12 @@ class DataverseEmulator:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def set_next_link_root(self, root: str | None) -> None:
+        """Answer paged queries with ``@odata.nextLink`` under another service root (e.g.
+        ``http://localhost:1/api/data/v9.2/``), as a compromised or misconfigured org might;
+        None restores the emulator's own."""
+        self.service.next_link_root = root
 
     def set_rate_limit(self, limit: tuple[int, float] | RateLimit | None) -> None:
         """``(requests, window_seconds)`` per token, or None for no service protection limit."""
@@ -196,6 +206,19 @@ class DataverseEmulator:
                     time.sleep(rule.delay_ms / 1000)
                     continue
                 fault = rule.kind
+                if rule.kind == "redirect":
+                    response = ApiResponse(307, {"Location": rule.location, "Content-Type": "text/plain"})
+                    self.log.record(arrived, method, path, set_name, 307)
+                    self.journal.record(
+                        arrived=arrived_monotonic,
+                        answered=time.monotonic(),
+                        caller=caller,
+                        method=method,
+                        path=path,
+                        status=307,
+                        fault=fault,
+                    )
+                    return response
                 if rule.kind == "drop":
                     self.log.record(arrived, method, path, set_name, 0)
                     self.journal.record(
@@ -211,6 +234,8 @@ class DataverseEmulator:
                 raise _injected_error(rule)
             if relative is None:
                 raise resource_not_found(path.rsplit("/", 1)[-1] or path)
+            if len(raw_path) + len(query) + 1 > MAX_URL_CHARS:
+                raise url_too_long(MAX_URL_CHARS)
             request = ApiRequest(method, relative, query, headers, body, token)
             items = None
             if relative.strip("/") == "$batch":
@@ -270,6 +295,8 @@ class DataverseEmulator:
 def _injected_error(rule: FaultRule) -> DataverseError:
     if rule.kind == "429":
         return request_limit_exceeded(6000, 300, rule.retry_after)
+    if rule.kind == "400":
+        return query_error("Syntax error: the request was refused by an injected fault.")
     error = unexpected_error(int(rule.kind))
     if rule.kind == "503":
         error.headers["Retry-After"] = str(rule.retry_after)

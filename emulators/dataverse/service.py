@@ -30,7 +30,7 @@ from emulators.dataverse.errors import (
 )
 from emulators.dataverse.payload import WriteValues, new_key, normalise_key, parse_reference, read_body
 from emulators.dataverse.protocol import MAX_PAGE_SIZE, ApiRequest, ApiResponse, Preferences
-from emulators.dataverse.query import QueryOptions, parse_options
+from emulators.dataverse.query import QueryOptions, parse_options, query_string_options
 from emulators.dataverse.representation import (
     LOOKUP_LOGICAL_NAME,
     Representer,
@@ -72,6 +72,7 @@ class DataverseService:
         self.store = store
         self.identity = identity
         self.service_root = service_root
+        self.next_link_root: str | None = None  # another root for @odata.nextLink (a test's foreign host)
 
     # ------------------------------------------------------------ routing
 
@@ -155,7 +156,7 @@ class DataverseService:
         )
 
     def _options(self, request: ApiRequest) -> tuple[QueryOptions, dict[str, str]]:
-        raw = dict(urllib.parse.parse_qsl(request.query, keep_blank_values=True))
+        raw = query_string_options(request.query)
         return parse_options(raw), raw
 
     def _query(self, request: ApiRequest, table: Table) -> ApiResponse:
@@ -197,7 +198,7 @@ class DataverseService:
         )
         kept = [p for p in query.split("&") if p and not p.startswith("$skiptoken=")]
         kept.append("$skiptoken=" + urllib.parse.quote(cookie, safe=""))
-        return f"{self.service_root}{table.set_name}?{'&'.join(kept)}"
+        return f"{self.next_link_root or self.service_root}{table.set_name}?{'&'.join(kept)}"
 
     def _retrieve(self, request: ApiRequest, table: Table, key: str) -> ApiResponse:
         options, _ = self._options(request)

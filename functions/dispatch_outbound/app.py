@@ -16,7 +16,7 @@ from emailrouter.outbound.jobs import dispatch_all_tenants
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     from emailrouter.runtime import get_runtime
 
-    results = dispatch_all_tenants(get_runtime())
+    results = dispatch_all_tenants(get_runtime(), context)
     for result in results:
         count("outbound_enqueued", result.tenant_id, result.enqueued)
     logger.info("outbound dispatched", tenants=len(results), enqueued=sum(r.enqueued for r in results))

@@ -132,6 +132,92 @@ def test_malformed_filter_is_400(contacts: DataverseEmulator, bad: str) -> None:
     assert response.json()["error"]["code"].startswith("0x")
 
 
+# ------------------------------------------------------------------ the query string, decoded as ASP.NET does
+
+AWKWARD = [
+    "ann+crm@example.com",
+    "a&b@example.com",
+    "hash#tag@example.com",
+    "100%25@example.com",
+    "o'neil@example.com",
+    "k=v?x/y@example.com",
+    "jörg@bücher.example",
+    "<CAF+x=y/z@mail.gmail.com>",
+]
+
+
+@pytest.fixture
+def awkward(dataverse: DataverseEmulator) -> DataverseEmulator:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}", "emailaddress1": a} for i, a in enumerate(AWKWARD)]})
+    return dataverse
+
+
+@pytest.mark.parametrize("address", AWKWARD)
+def test_a_percent_encoded_literal_matches_exactly_its_own_value(
+    awkward: DataverseEmulator, address: str
+) -> None:
+    literal = "'" + address.replace("'", "''") + "'"
+    query = urllib.parse.urlencode({"$filter": f"emailaddress1 eq {literal}"}, quote_via=urllib.parse.quote)
+
+    rows = values(awkward, "contacts?" + query)
+
+    assert [r["emailaddress1"] for r in rows] == [address]
+
+
+def test_a_plus_in_the_query_string_is_a_space_and_percent_2b_a_plus(awkward: DataverseEmulator) -> None:
+    awkward.seed({"contacts": [{"lastname": "Space", "emailaddress1": "ann crm@example.com"}]})
+
+    raw_plus = values(awkward, "contacts?$filter=emailaddress1%20eq%20'ann+crm@example.com'")
+    encoded_plus = values(awkward, "contacts?$filter=emailaddress1%20eq%20'ann%2Bcrm@example.com'")
+
+    assert [r["lastname"] for r in raw_plus] == ["Space"]
+    assert [r["lastname"] for r in encoded_plus] == ["C0"]
+
+
+def test_a_raw_ampersand_ends_the_option_so_the_literal_is_unterminated(awkward: DataverseEmulator) -> None:
+    response = get(awkward, "contacts?$filter=emailaddress1 eq 'a&b@example.com'")
+
+    assert response.status_code == 400
+    assert "unterminated string literal" in response.json()["error"]["message"]
+
+
+def test_percent_encoded_quotes_are_decoded_before_the_filter_is_parsed(awkward: DataverseEmulator) -> None:
+    # What an unencoded address like x%27%20or%20true%20or%20%27@evil becomes on the server.
+    rows = values(
+        awkward, "contacts?$filter=emailaddress1 eq 'x%27 or statecode eq 0 or emailaddress1 eq %27'"
+    )
+
+    assert len(rows) == len(AWKWARD)
+
+
+def test_a_system_query_option_given_twice_is_400(awkward: DataverseEmulator) -> None:
+    response = get(awkward, "contacts?$filter=lastname eq 'C0'&$filter=statecode eq 0")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "Query option '$filter' was specified more than once, it must be specified at most once."
+    )
+
+
+def test_in_query_function_matches_any_of_its_values(awkward: DataverseEmulator) -> None:
+    wanted = ["ANN+crm@example.com", "o'neil@example.com", "nobody@example.com"]
+    listed = ",".join("'" + a.replace("'", "''") + "'" for a in wanted)
+    text = f"Microsoft.Dynamics.CRM.In(PropertyName='emailaddress1',PropertyValues=[{listed}]) and statecode eq 0"
+
+    rows = values(awkward, "contacts?$filter=" + urllib.parse.quote(text, safe=""))
+
+    assert sorted(r["lastname"] for r in rows) == ["C0", "C4"]
+
+
+def test_in_query_function_on_an_unknown_column_is_400(awkward: DataverseEmulator) -> None:
+    text = "Microsoft.Dynamics.CRM.In(PropertyName='nosuch',PropertyValues=['a'])"
+
+    response = get(awkward, "contacts?$filter=" + urllib.parse.quote(text, safe=""))
+
+    assert response.status_code == 400
+    assert "nosuch" in response.json()["error"]["message"]
+
+
 def test_lookup_value_filter_with_guid_literal(dataverse: DataverseEmulator) -> None:
     ids = dataverse.seed({"accounts": [{"name": "Contoso"}]})
     account_id = ids["accounts"][0]
@@ -266,6 +352,9 @@ def test_expand_unknown_navigation_is_400(dataverse: DataverseEmulator) -> None:
         ("id eq 6F9619FF-8B86-D011-B42D-00CF4FC964FF", {"id": "6f9619ff-8b86-d011-b42d-00cf4fc964ff"}, True),
         ("on lt 2026-01-02", {"on": "2026-01-01T23:59:59Z"}, True),
         ("contains(s,'A''B')", {"s": "xa'bx"}, True),
+        ("Microsoft.Dynamics.CRM.In(PropertyName='s',PropertyValues=['x','Y'])", {"s": "y"}, True),
+        ("Microsoft.Dynamics.CRM.In(PropertyName='s',PropertyValues=[])", {"s": "y"}, False),
+        ("not Microsoft.Dynamics.CRM.In(PropertyName='n',PropertyValues=[1,2])", {"n": 3}, True),
     ],
 )
 def test_filter_parser_semantics(text: str, row: dict[str, Any], expected: bool) -> None:
@@ -273,10 +362,35 @@ def test_filter_parser_semantics(text: str, row: dict[str, Any], expected: bool)
 
 
 @pytest.mark.parametrize(
-    "text", ["a eq", "a eq 'x", "a eq 1)", "contains(a)", "a eq 1 b", "tolower(a) eq 'x'", "a @ 1"]
+    "text",
+    [
+        "a eq",
+        "a eq 'x",
+        "a eq 1)",
+        "contains(a)",
+        "a eq 1 b",
+        "tolower(a) eq 'x'",
+        "a @ 1",
+        "a eq [1]",
+        "Microsoft.Dynamics.CRM.In(PropertyValues=['x'],PropertyName='s')",
+        "Microsoft.Dynamics.CRM.In(PropertyName='s',PropertyValues=[s])",
+        "Microsoft.Dynamics.CRM.In(PropertyName='s',PropertyValues=['x')",
+    ],
 )
 def test_filter_parser_rejects_malformed_input(text: str) -> None:
     with pytest.raises(DataverseError) as raised:
         parse_filter(text)
 
     assert raised.value.status == 400
+
+
+def test_a_url_over_the_limit_is_414_and_one_just_under_is_answered(dataverse: DataverseEmulator) -> None:
+    prefix = "contacts?$filter=" + urllib.parse.quote("lastname eq '")
+    suffix = urllib.parse.quote("'")
+    room = 32_768 - len("/api/data/v9.2/" + prefix + suffix)
+
+    under = get(dataverse, prefix + "x" * room + suffix)
+    over = get(dataverse, prefix + "x" * (room + 1) + suffix)
+
+    assert under.status_code == 200
+    assert over.status_code == 414

@@ -14,6 +14,7 @@ from tests.helpers import (
     QUEUE_ID,
     TENANT,
     add_tenant,
+    dataverse_journal,
     enqueue_inbound,
     incoming_emails,
     raw_mail,
@@ -266,3 +267,84 @@ def test_loop_protection_stops_tracking_a_flooding_sender_but_not_an_allowed_one
     allowed = [r for r in records if r.message_id and r.message_id.startswith("<ok-")]
     assert [r.outcome for r in allowed] == [Outcome.CREATED] * 5
     assert len(incoming_emails(local_stack)) == 8
+
+
+def test_addresses_and_message_ids_with_query_string_characters_are_delivered(
+    local_stack: LocalStack,
+) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    senders = ["a&b#c@client.example", "ann+crm@client.example", "k=v?x/y%25@client.example"]
+    for number, sender in enumerate(senders):
+        enqueue_inbound(
+            local_stack,
+            raw_mail(subject=f"Odd {number}", sender=sender, message_id=f"<CAF+{number}=y#&@mail.gmail.com>"),
+            source_ref=f"odd-{number}",
+        )
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    emails = incoming_emails(local_stack)
+    by_subject = {e["subject"]: e for e in emails}
+    assert sorted(by_subject) == ["Odd 0", "Odd 1", "Odd 2"]
+    for number, sender in enumerate(senders):
+        email = by_subject[f"Odd {number}"]
+        assert email["messageid"] == f"<CAF+{number}=y#&@mail.gmail.com>"
+        assert [
+            p["addressused"] for p in email["email_activity_parties"] if p["participationtypemask"] == 1
+        ] == [sender]
+    assert sorted(_ledger_outcomes().values()) == ["created"] * 3
+
+
+def test_a_crm_400_caused_by_one_message_quarantines_that_message_only(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    local_stack.dataverse.set_faults([{"kind": "400", "method": "GET", "path_contains": "mallory"}])
+    for number, sender in enumerate(["ann@client.example", "mallory@client.example", "bob@client.example"]):
+        enqueue_inbound(
+            local_stack,
+            raw_mail(subject=f"Batch {number}", sender=sender, message_id=f"<batch-{number}@client.example>"),
+            source_ref=f"batch-{number}",
+        )
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    assert sorted(e["subject"] for e in incoming_emails(local_stack)) == ["Batch 0", "Batch 2"]
+    records = {r.message_key: r for r in Ledger().list_messages(TENANT)}
+    outcomes = sorted((r.outcome.value if r.outcome else r.status) for r in records.values())
+    assert outcomes == ["created", "created", "quarantined"]
+    quarantined = [r for r in records.values() if r.outcome == Outcome.QUARANTINED]
+    assert quarantined[0].raw_s3_key
+    assert "0x80060888" in quarantined[0].reason
+
+
+PARTY_SETS = {"systemusers", "contacts", "accounts", "leads", "queues"}
+
+
+def test_a_message_to_many_recipients_resolves_only_the_tenants_cap_of_them(local_stack: LocalStack) -> None:
+    seed_org(local_stack)
+    recipients = [f"r{n:03d}@client.example" for n in range(300)]
+    ids = local_stack.dataverse.seed(
+        {"contacts": [{"lastname": f"R{n}", "emailaddress1": a} for n, a in enumerate(recipients)]}
+    )["contacts"]
+    add_tenant(local_stack, parties={"max_resolved_per_message": 40})
+    # Bcc is only the tracked mailbox: it is resolved whatever the cap.
+    enqueue_inbound(local_stack, raw_mail(subject="To everyone", to=", ".join(reversed(recipients))))
+    before = dataverse_journal(local_stack)
+
+    assert local_stack.runner is not None and local_stack.runner.drain(30)
+
+    lookups = [e for e in dataverse_journal(local_stack)[len(before) :] if e["method"] == "GET"]
+    assert len([e for e in lookups if e["path"].rsplit("/", 1)[-1] in PARTY_SETS]) == len(PARTY_SETS)
+    (email,) = incoming_emails(local_stack)
+    to = {
+        p["addressused"]: p.get("_partyid_value")
+        for p in email["email_activity_parties"]
+        if p["participationtypemask"] == 2
+    }
+    assert set(to) == set(recipients)  # every recipient is listed
+    first_forty = list(reversed(recipients))[:40]  # in header order
+    assert {a: to[a] for a in first_forty} == {a: ids[recipients.index(a)] for a in first_forty}
+    assert [a for a in recipients if to[a] is not None and a not in first_forty] == []
+    sender = [p for p in email["email_activity_parties"] if p["participationtypemask"] == 1]
+    assert sender[0]["_partyid_value"] == CONTACT_ID

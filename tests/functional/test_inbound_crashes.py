@@ -37,6 +37,7 @@ loop-protection limit, even counting retried attempts.
 from __future__ import annotations
 
 import collections
+import json
 import random
 from dataclasses import dataclass
 
@@ -356,3 +357,72 @@ def test_crash_at_every_inbound_step_boundary_loses_nothing_and_tracks_nothing_t
         raw_only[raw].label for left in left_in_help for raw in raw_only if raw in left
     }, "a quarantined message left help"
     assert dovecot.message_count(SALES) == sum(1 for mail in mails if SALES in mail.mailboxes)
+
+
+def test_a_non_source_error_while_deleting_at_the_source_fails_no_message_of_the_batch(
+    local_stack: LocalStack,
+) -> None:
+    """Two tenants in one batch; deleting at the source fails for one with an error that is not a
+    SourceError (its mailbox secret is gone). Both outcomes are recorded, so neither message may
+    come back to the queue to be delivered a second time."""
+    from emailrouter.tenancy.store import TenantStore
+    from tests.helpers import enqueue_inbound
+
+    seed_org(local_stack)
+    pop3_help = {
+        "mailbox_id": "help",
+        "address": "help@acme.example",
+        "protocol": "pop3",
+        "host": "127.0.0.1",
+        "port": 1,
+        "security": "none",
+        "credential_secret": f"emailrouter/{TENANT}/help-deleted",  # never stored
+        "delete_after_processing": True,
+        "tracking": "all",
+    }
+    tenant = add_tenant(local_stack, mailboxes=[pop3_help])
+    kept = tenant.mailboxes[0].model_copy(
+        update={"credential_secret": "emailrouter/other/help", "delete_after_processing": False}
+    )
+    assert local_stack.endpoints is not None
+    aws.client("secretsmanager").create_secret(
+        Name="emailrouter/other/crm",
+        SecretString=json.dumps({"token": local_stack.endpoints.dataverse_token}),
+    )
+    crm = tenant.crm.model_copy(update={"credential_secret": "emailrouter/other/crm"})
+    TenantStore().save(tenant.model_copy(update={"tenant_id": "other", "crm": crm, "mailboxes": [kept]}))
+    enqueue_inbound(local_stack, raw_mail(subject="Acme's", message_id="<ack-1@client.example>"))
+    _enqueue_for(local_stack, "other", raw_mail(subject="Other's", message_id="<ack-2@client.example>"))
+    runner = local_stack.runner
+    assert runner is not None
+
+    assert runner.drain(60)
+
+    assert runner.stats.crashed_invocations == 0
+    assert runner.stats.failed_records == 0
+    assert runner.stats.records == 2  # each message handed to the worker once: none came back
+    outcomes = {
+        tenant_id: [r.outcome for r in Ledger().list_messages(tenant_id)] for tenant_id in (TENANT, "other")
+    }
+    assert outcomes == {TENANT: [Outcome.CREATED], "other": [Outcome.CREATED]}
+    # The deletion is still owed: the next poll of the mailbox retries it.
+    assert Ledger().pending_acks(TENANT, "help") == ["ref-1"]
+
+
+def _enqueue_for(stack: LocalStack, tenant_id: str, raw: bytes) -> None:
+    import base64
+
+    from emailrouter.clock import iso
+    from emailrouter.queues.messages import InboundMessage
+    from emailrouter.queues.sender import QueueSender
+
+    assert stack.endpoints is not None
+    message = InboundMessage(
+        tenant_id=tenant_id,
+        mailbox_id="help",
+        source_ref="ref-1",
+        fetched_at=iso(),
+        size=len(raw),
+        raw_b64=base64.b64encode(raw).decode(),
+    )
+    QueueSender().send(stack.endpoints.environment["INBOUND_QUEUE_URL"], tenant_id, [message])

@@ -281,6 +281,19 @@ def send_from_crm(
     return email_id, record
 
 
+def sent_router_id(stack: LocalStack, email_id: str) -> str:
+    """The X-EmailRouter-Id of the message SES (moto) accepted for `email_id`, as its recipients saw it."""
+    assert stack.endpoints is not None
+    data = requests.get(f"{stack.endpoints.aws_endpoint}/moto-api/data.json", timeout=30).json()
+    for message in (data.get("ses") or {}).get("RawMessage", []):
+        raw = message["raw_data"]
+        sent = BytesParser(policy=policy.default).parsebytes(raw.encode() if isinstance(raw, str) else raw)
+        value = str(sent.get("X-EmailRouter-Id", ""))
+        if email_id in value:
+            return value
+    raise AssertionError(f"no message sent for {email_id}")
+
+
 def _crm_headers(stack: LocalStack) -> dict[str, str]:
     assert stack.endpoints is not None
     return {
@@ -753,13 +766,39 @@ def test_bounce_of_router_sent_mail_marks_it_failed_and_suppresses_the_recipient
         "dsn_bounce_full",
         ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
         our_message_id=str(sent.message_id),
-        router_id=f"{TENANT}/{email_id}",
+        router_id=sent_router_id(stack, email_id),
     )
 
     deliver(stack, (bounce, "uma"))
 
     _failed_as_bounced(stack, email_id, "5.1.1")
     assert_outcome("<20261127150007.7F1A2400D5@mx1.client.example>", "filtered", reason=email_id)
+
+
+def test_report_naming_an_address_longer_than_smtp_allows_is_handled_not_retried(stack: LocalStack) -> None:
+    """RFC 5321 4.5.3.1: a path is at most 256 octets. A Final-Recipient beyond that is no
+    address: it is left out (with a defect) instead of becoming a ledger key DynamoDB refuses,
+    which would send the message back to its queue forever."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        "dsn_bounce_full",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    )
+    huge = "x" * 1100 + "@client.example"
+    extra = (f"\r\nFinal-Recipient: rfc822; {huge}\r\nAction: failed\r\nStatus: 5.1.1\r\n").encode()
+    bounce = bounce.replace(
+        b"User unknown in virtual mailbox table\r\n", b"User unknown in virtual mailbox table\r\n" + extra, 1
+    )
+    assert huge.encode() in bounce
+
+    deliver(stack, (bounce, "uma"))
+
+    _failed_as_bounced(stack, email_id, "5.1.1")
+    found = assert_outcome("<20261127150007.7F1A2400D5@mx1.client.example>", "filtered", reason=email_id)
+    assert huge not in found.reason
 
 
 @pytest.mark.parametrize("returned_id", ["ses-assigned", "rendered"])
@@ -797,7 +836,7 @@ def test_delayed_delivery_report_does_not_fail_the_email(stack: LocalStack) -> N
         "dsn_delayed",
         ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
         our_message_id=str(sent.message_id),
-        router_id=f"{TENANT}/{email_id}",
+        router_id=sent_router_id(stack, email_id),
     )
 
     deliver(stack, (delay, "uma"))

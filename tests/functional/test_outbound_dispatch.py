@@ -379,3 +379,111 @@ def test_small_tenants_are_all_sent_before_half_of_a_large_tenants_backlog(
     assert len(order) == len(set(order)) == 1000  # every email once
     assert len(small_positions) == 200
     assert small_positions[-1] < large_positions[399]
+
+
+# ---- time budgets, the circuit breaker, claims confirmed by SQS ------------------------------
+
+
+def _dispatch_within(stack: LocalStack, seconds: float) -> dict[str, Any]:
+    """One tick of dispatch_outbound with only `seconds` left in its invocation."""
+    assert stack.runner is not None and stack.endpoints is not None
+    event = schedule_event("dispatch-outbound", stack.endpoints.region, iso())
+    result: dict[str, Any] = stack.runner.invoke("DispatchOutboundFunction", event, timeout_seconds=seconds)
+    return result
+
+
+def _tarpit(org: Org, delay_ms: int) -> None:
+    """The organization takes `delay_ms` to answer anything: a hung org, or a tarpit URL."""
+    org.emulator.set_faults([{"kind": "latency", "delay_ms": delay_ms}])
+
+
+@pytest.mark.timeout(300)
+def test_a_tarpit_crm_costs_only_its_share_of_the_run_and_every_other_tenant_dispatches(
+    local_stack: LocalStack, orgs: Orgs
+) -> None:
+    hung = orgs.add("hung")
+    first, second = orgs.add("first"), orgs.add("second")
+    for org in (hung, first, second):
+        org.seed_emails(_times(3))
+    _tarpit(hung, 30_000)
+
+    started = time.monotonic()
+    result = _dispatch_within(local_stack, 6)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 6  # the invocation ended inside its remaining time
+    jobs = _take_jobs(local_stack)
+    assert sorted(job.tenant_id for job in jobs) == ["first"] * 3 + ["second"] * 3
+    assert result["enqueued"] == 6
+    assert len(result["errors"]) == 1 and "CrmTimeoutError" in result["errors"][0]
+
+
+@pytest.mark.timeout(300)
+def test_a_crm_that_keeps_timing_out_is_skipped_by_its_breaker_and_tried_again_after_the_cool_down(
+    local_stack: LocalStack, orgs: Orgs, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emailrouter.cli.main import main
+    from emailrouter.runtime import reset_runtime
+
+    monkeypatch.setenv("CRM_BREAKER_THRESHOLD", "2")
+    monkeypatch.setenv("CRM_BREAKER_COOLDOWN_SECONDS", "4")
+    reset_runtime()
+    hung, healthy = orgs.add("hung"), orgs.add("healthy")
+
+    assert _dispatch(local_stack)["enqueued"] == 0  # warm: handler loaded, clients built
+    _tarpit(hung, 2_500)
+    hung.seed_emails(_times(2))
+    for _ in range(2):  # two consecutive timeouts open it
+        assert "CrmTimeoutError" in _dispatch_within(local_stack, 2)["errors"][0]
+    time.sleep(2.6)  # the tarpit's last answers are written off
+    requests_before = hung.emulator.stats()["http_requests"]
+    healthy.seed_emails(_times(1))
+    skipped = _dispatch_within(local_stack, 2)
+
+    assert hung.emulator.stats()["http_requests"] == requests_before  # not one request
+    assert "CRM circuit open after 2 consecutive timeouts" in skipped["errors"][0]
+    assert [job.tenant_id for job in _take_jobs(local_stack)] == ["healthy"]
+    assert main(["status", "--json"]) == 1
+    status = json.loads(capsys.readouterr().out)
+    (crm,) = [row for row in status["crm"] if row["tenant"] == "hung"]
+    assert crm["state"] == "open" and "ReadTimeout" in crm["reason"]
+    assert crm["consecutive_timeouts"] == 2
+
+    hung.emulator.clear_faults()  # the organization recovers
+    time.sleep(4.5)  # the cool-down passes: one trial run
+    tried = _dispatch_within(local_stack, 10)
+
+    assert tried["errors"] == []
+    assert sorted(job.tenant_id for job in _take_jobs(local_stack)) == ["hung", "hung"]
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [row["state"] for row in status["crm"] if row["tenant"] == "hung"] == ["closed"]
+
+
+@pytest.mark.timeout(300)
+def test_a_dispatch_killed_before_queueing_holds_its_emails_back_only_as_long_as_it_could_live(
+    local_stack: LocalStack, orgs: Orgs
+) -> None:
+    from emailrouter.ledger.store import Ledger
+    from emailrouter.routing.faults import FaultPoints, InjectedCrash
+    from emailrouter.runtime import reset_runtime
+
+    org = orgs.add("killed", sending_status_delay_minutes=30)
+    faults = FaultPoints()
+    reset_runtime(faults)
+    assert _dispatch(local_stack)["enqueued"] == 0  # warm: handler loaded, clients built
+    ids = org.seed_emails(_times(3))
+    faults.arm("before_outbound_enqueue")  # Lambda ends the invocation before SQS has the jobs
+
+    with pytest.raises(InjectedCrash):
+        _dispatch_within(local_stack, 3)
+    assert _take_jobs(local_stack) == []
+    assert [Ledger().get_outbound("killed", email_id) for email_id in ids] != [None] * 3  # recorded
+    assert _dispatch_within(local_stack, 3)["enqueued"] == 0  # the dead run's claims still hold
+    time.sleep(5.5)  # the 3 s it could have lived, and a second: its claims have lapsed
+    again = _dispatch_within(local_stack, 3)
+
+    assert again["enqueued"] == 3
+    assert [job.email_id for job in _take_jobs(local_stack)] == ids
+    time.sleep(1.5)
+    assert _dispatch_within(local_stack, 3)["enqueued"] == 0  # queued for real: held for the delay

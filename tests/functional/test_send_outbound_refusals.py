@@ -32,7 +32,9 @@ def test_throttled_send_goes_back_to_pending_send_and_is_not_a_failed_attempt(
     stub = Stubber(throttled_client)
     stub.add_client_error("send_email", service_error_code="TooManyRequestsException", http_status_code=429)
     stub.activate()
-    sender = OutboundSender(runtime.crm, runtime.ledger, SesSender(throttled_client), runtime.region)
+    sender = OutboundSender(
+        runtime.crm, runtime.ledger, SesSender(throttled_client), runtime.region, sending=runtime.tenants
+    )
 
     with pytest.raises(RetryLater, match="throttled"):
         sender.send(tenant, email_id)
@@ -89,7 +91,12 @@ def test_interrupted_attempts_beyond_the_limit_fail_the_email_with_the_reason(
     faults = FaultPoints()
     faults.arm("after_intent")  # the worker dies after recording its intent, before calling SES
     crashing = OutboundSender(
-        runtime.crm, runtime.ledger, SesSender(aws.client("sesv2")), runtime.region, faults
+        runtime.crm,
+        runtime.ledger,
+        SesSender(aws.client("sesv2")),
+        runtime.region,
+        faults,
+        sending=runtime.tenants,
     )
     with pytest.raises(InjectedCrash):
         crashing.send(tenant, email_id)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import pytest
 
 from emailrouter.crm.auth import StaticTokenProvider
 from emailrouter.crm.client import DataverseClient
+from emailrouter.crm.emails import find_by_message_ids, find_by_tracking_token
 from emailrouter.crm.errors import CrmAuthError, CrmNotFoundError, CrmRequestError, CrmTransientError
 from emailrouter.crm.parties import PartyResolver
 from emulators.dataverse import DataverseEmulator
@@ -242,3 +244,103 @@ def test_party_resolution_is_case_insensitive_active_only_and_cached(dataverse: 
     assert first["nobody@else.example"] == ()
     assert second == first
     assert dataverse.stats()["total_requests"] == requests_after_first  # served from the cache
+
+
+MESSAGE_IDS = [
+    "<CAF+x=y@mail.gmail.com>",
+    "<a&b#c@client.example>",
+    "<100%25/o'k?@client.example>",
+    "<jörg.1@bücher.example>",
+]
+
+
+def test_message_ids_with_query_string_characters_find_their_own_email(dataverse: DataverseEmulator) -> None:
+    ids = dataverse.seed(
+        {
+            "emails": [
+                *({"subject": f"E{i}", "messageid": m} for i, m in enumerate(MESSAGE_IDS)),
+                {"subject": "Decoy", "messageid": "<CAF x=y@mail.gmail.com>"},
+            ]
+        }
+    )["emails"]
+
+    rows = find_by_message_ids(_client(dataverse), MESSAGE_IDS)
+    each = [[r["activityid"] for r in find_by_message_ids(_client(dataverse), [m])] for m in MESSAGE_IDS]
+
+    assert sorted(r["activityid"] for r in rows) == sorted(ids[: len(MESSAGE_IDS)])
+    assert each == [[i] for i in ids[: len(MESSAGE_IDS)]]
+
+
+def test_a_tracking_token_is_matched_as_one_literal(dataverse: DataverseEmulator) -> None:
+    ids = dataverse.seed(
+        {
+            "emails": [
+                {"subject": "A", "trackingtoken": "CRM:0001+"},
+                {"subject": "B", "trackingtoken": "CRM:0001 "},
+            ]
+        }
+    )["emails"]
+
+    rows = find_by_tracking_token(_client(dataverse), "CRM:0001+")
+
+    assert [r["activityid"] for r in rows] == [ids[0]]
+
+
+# ---- the client talks to the organization's URL only ------------------------------------------
+
+
+@pytest.fixture
+def foreign() -> Iterator[DataverseEmulator]:
+    """Another server on loopback that would accept our token: it must never hear from us."""
+    with DataverseEmulator(tokens=(TOKEN,)) as other:
+        yield other
+
+
+def test_a_redirect_is_an_error_and_is_not_followed(
+    dataverse: DataverseEmulator, foreign: DataverseEmulator
+) -> None:
+    dataverse.set_faults([{"kind": "redirect", "location": foreign.api_url + "contacts"}])
+
+    with pytest.raises(CrmAuthError) as refused:
+        _client(dataverse).get("contacts")
+
+    assert refused.value.status == 307
+    assert "redirect" in str(refused.value) and f"127.0.0.1:{foreign.port}" in str(refused.value)
+    assert foreign.journal_entries() == []
+    assert len(dataverse.journal_entries()) == 1  # not retried either
+
+
+def test_a_next_link_to_another_port_is_refused_before_any_request(
+    dataverse: DataverseEmulator, foreign: DataverseEmulator
+) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    foreign.seed({"contacts": [{"lastname": f"F{i}"} for i in range(3)]})
+    dataverse.set_next_link_root(foreign.api_url)
+
+    with pytest.raises(CrmAuthError) as refused:
+        _client(dataverse).get_all("contacts?$select=lastname", page_size=2)
+
+    assert "not followed" in str(refused.value)
+    assert foreign.journal_entries() == []
+
+
+@pytest.mark.parametrize(
+    "root", ["http://localhost:{port}/api/data/v9.2/", "https://127.0.0.1:{port}/api/data/v9.2/"]
+)
+def test_a_next_link_to_another_host_or_scheme_is_refused(dataverse: DataverseEmulator, root: str) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    dataverse.set_next_link_root(root.format(port=dataverse.port))
+
+    with pytest.raises(CrmAuthError):
+        _client(dataverse, max_attempts=1).get_all("contacts?$select=lastname", page_size=2)
+
+    assert len(dataverse.journal_entries()) == 1  # the first page only
+
+
+def test_a_next_link_on_the_organizations_own_url_is_followed(dataverse: DataverseEmulator) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(5)]})
+
+    rows = _client(dataverse).get_all("contacts?$select=lastname", page_size=2)
+
+    assert sorted(r["lastname"] for r in rows) == [f"C{i}" for i in range(5)]
+    assert len(dataverse.journal_entries()) == 3

@@ -73,3 +73,19 @@ def test_claims_are_per_tenant(ledger: Ledger) -> None:
     assert claimed is not None and finished is None
     assert list(ledger.list_messages("gamma")) == []
     assert [r.tenant_id for r in ledger.list_messages("beta")] == ["beta"]
+
+
+def test_pending_deletions_carry_the_fetched_identity_and_old_items_their_message_id(ledger: Ledger) -> None:
+    ledger.claim("t", "k-new", "w", 60, {"message_id": "<new@x>"})
+    ledger.claim("t", "k-old", "w", 60, {"message_id": "<old@x>"})
+    ledger.record_source("t", "m", "7:1", "k-new", True, "sha256:abc")
+    ledger.record_source("t", "m", "2", "k-old", True)  # as items were written before identities
+    ledger.record_source("t", "m", "7:3", "k-new", False, "sha256:def")
+
+    pending = {p.source_ref: p for p in ledger.pending_deletions("t", "m")}
+    ledger.deletions_dropped("t", "m", {"7:1": "UIDVALIDITY changed"})
+
+    assert set(pending) == {"7:1", "2"}
+    assert (pending["7:1"].identity, pending["7:1"].message_id) == ("sha256:abc", None)
+    assert (pending["2"].identity, pending["2"].message_id) == (None, "<old@x>")
+    assert [p.source_ref for p in ledger.pending_deletions("t", "m")] == ["2"]

@@ -71,3 +71,16 @@ def test_one_approved_record_among_several_with_the_address_is_enough(dataverse:
     dataverse.seed({"mailboxes": [_mailbox(1, approval=3), _mailbox(2, approval=1)]})
 
     assert approval_problem(_client(dataverse), ADDRESS) is None
+
+
+def test_a_plus_address_finds_its_own_crm_mailbox(dataverse: DataverseEmulator) -> None:
+    dataverse.seed(
+        {
+            "mailboxes": [
+                _mailbox(1, address="service+crm@acme.example", approval=1),
+                _mailbox(2, address="service crm@acme.example", approval=3),
+            ]
+        }
+    )
+
+    assert approval_problem(_client(dataverse), "service+crm@acme.example") is None

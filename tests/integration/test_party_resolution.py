@@ -14,7 +14,8 @@ from emailrouter.crm.auth import StaticTokenProvider
 from emailrouter.crm.client import DataverseClient
 from emailrouter.crm.connections import CrmConnections
 from emailrouter.crm.contacts import contact_id_for, create_contact
-from emailrouter.crm.parties import KINDS, PartyMatch, PartyResolver, choose_sender
+from emailrouter.crm.errors import CrmRequestError
+from emailrouter.crm.parties import KINDS, MATCHES_PER_ADDRESS, PartyMatch, PartyResolver, choose_sender
 from emailrouter.crm.party_cache import PartyCache
 from emailrouter.tenancy.models import CrmConfig, PartyConfig, TenantConfig
 from emailrouter.tenancy.secrets import TenantSecrets
@@ -28,7 +29,7 @@ CONTACT = "cccccccc-0000-0000-0000-000000000001"
 ACCOUNT = "dddddddd-0000-0000-0000-000000000001"
 LEAD = "bbbbbbbb-0000-0000-0000-000000000001"
 QUEUE = "eeeeeeee-0000-0000-0000-000000000001"
-LOOKUPS_PER_CHUNK = len(KINDS)  # one query per record type for up to ten addresses
+LOOKUPS_PER_CHUNK = len(KINDS)  # one query per record type for up to a hundred addresses
 
 
 class Clock:
@@ -299,15 +300,83 @@ def test_matching_ignores_case_and_inactive_or_disabled_records(crm: DataverseEm
     assert _ids(resolved["lee@prospect.example"]) == [("lead", LEAD)]
 
 
-def test_more_than_ten_addresses_are_looked_up_in_chunks(crm: DataverseEmulator, cache: PartyCache) -> None:
+def test_a_hundred_addresses_take_one_request_per_record_type(
+    crm: DataverseEmulator, cache: PartyCache
+) -> None:
     client = _client(crm)
-    addresses = [f"person{n}@else.example" for n in range(25)] + ["alice@acme.example"]
+    addresses = [f"person{n}@else.example" for n in range(97)] + ["alice@acme.example", "carl@client.example"]
 
     resolved = PartyResolver(client, tenant_id=TENANT, shared=cache).resolve(addresses)
 
-    assert client.requests_sent == 3 * LOOKUPS_PER_CHUNK
-    assert len(resolved) == 26
+    assert client.requests_sent == LOOKUPS_PER_CHUNK
+    assert len(resolved) == 99
     assert _ids(resolved["alice@acme.example"]) == [("systemuser", USER)]
+    assert _ids(resolved["carl@client.example"]) == [("contact", CONTACT)]
+
+
+def test_more_addresses_than_one_request_holds_are_looked_up_in_chunks(
+    crm: DataverseEmulator, cache: PartyCache
+) -> None:
+    client = _client(crm)
+    addresses = [f"person{n}@else.example" for n in range(150)] + ["alice@acme.example"]
+
+    resolved = PartyResolver(client, tenant_id=TENANT, shared=cache).resolve(addresses)
+
+    assert client.requests_sent == 2 * LOOKUPS_PER_CHUNK
+    assert len(resolved) == 151
+    assert _ids(resolved["alice@acme.example"]) == [("systemuser", USER)]
+
+
+def test_long_non_ascii_addresses_are_split_so_every_url_stays_in_bounds(
+    dataverse: DataverseEmulator,
+) -> None:
+    addresses = [f"{'ü' * 80}{n:03d}@bücher.example" for n in range(100)]
+    ids = dataverse.seed({"contacts": [{"lastname": "Last", "emailaddress3": addresses[-1]}]})["contacts"]
+    client = _client(dataverse)
+
+    resolved = PartyResolver(client, ttl=0).resolve(addresses)
+
+    assert _ids(resolved[addresses[-1]]) == [("contact", ids[0])]
+    assert client.requests_sent > LOOKUPS_PER_CHUNK  # split: 100 of them encoded pass the URL limit
+    assert all(resolved[a] == () for a in addresses[:-1])
+
+
+def test_an_address_longer_than_any_email_column_matches_nothing_without_a_request(
+    dataverse: DataverseEmulator,
+) -> None:
+    client = _client(dataverse)
+    long_address = "x" * 120 + "@client.example"
+
+    assert PartyResolver(client, ttl=0).resolve([long_address]) == {long_address: ()}
+    assert client.requests_sent == 0
+
+
+def test_answers_of_finished_chunks_are_kept_when_a_later_chunk_fails(
+    crm: DataverseEmulator, cache: PartyCache
+) -> None:
+    addresses = [f"person{n:03d}@else.example" for n in range(150)]
+    resolver = PartyResolver(_client(crm), tenant_id=TENANT, shared=cache)
+    crm.set_faults([{"kind": "400", "path_contains": "person149"}])
+    with pytest.raises(CrmRequestError):
+        resolver.resolve(addresses)
+    crm.clear_faults()
+    client = _client(crm)
+
+    PartyResolver(client, tenant_id=TENANT, shared=cache).resolve(addresses)
+
+    assert client.requests_sent == LOOKUPS_PER_CHUNK  # only the chunk that failed
+
+
+def test_an_address_many_records_carry_is_read_in_one_capped_request(dataverse: DataverseEmulator) -> None:
+    dataverse.seed(
+        {"contacts": [{"lastname": f"C{i}", "emailaddress1": "shared@client.example"} for i in range(600)]}
+    )
+    client = _client(dataverse)
+
+    resolved = PartyResolver(client, ttl=0).resolve(["shared@client.example"])
+
+    assert client.requests_sent == LOOKUPS_PER_CHUNK  # no paging through every copy
+    assert 1 <= len(resolved["shared@client.example"]) <= MATCHES_PER_ADDRESS
 
 
 # ---- ambiguous sender ---------------------------------------------------------------------
@@ -523,3 +592,47 @@ def test_connections_give_each_tenant_a_resolver_with_its_ttl_and_the_shared_cac
     )["Item"]
     assert time.time() + 100 < int(item["expires_at"]["N"]) <= time.time() + 120
     assert same is first and longer is not first
+
+
+# ---- addresses that mean something in a query string ------------------------------------------
+
+AWKWARD = [
+    "ann+crm@client.example",
+    "a&b@client.example",
+    "hash#tag@client.example",
+    "100%25@client.example",
+    "o'neil@client.example",
+    "k=v?x/y@client.example",
+    "jörg@bücher.example",
+]
+
+
+def test_addresses_with_query_string_characters_resolve_to_their_own_record(
+    dataverse: DataverseEmulator,
+) -> None:
+    ids = dataverse.seed(
+        {
+            "contacts": [
+                *({"lastname": f"C{i}", "emailaddress1": a} for i, a in enumerate(AWKWARD)),
+                {"lastname": "Decoy", "emailaddress1": "ann crm@client.example"},
+            ]
+        }
+    )["contacts"]
+
+    resolved = PartyResolver(_client(dataverse), ttl=0).resolve(AWKWARD)
+
+    assert {a: _ids(m) for a, m in resolved.items()} == {
+        a: [("contact", ids[i])] for i, a in enumerate(AWKWARD)
+    }
+
+
+def test_an_address_written_as_a_filter_reads_no_other_rows(dataverse: DataverseEmulator) -> None:
+    dataverse.seed(
+        {"contacts": [{"lastname": f"C{i}", "emailaddress1": f"c{i}@client.example"} for i in range(501)]}
+    )
+    evil = "x%27%29%20or%20true#@evil.example"
+
+    resolved = PartyResolver(_client(dataverse), ttl=0).resolve([evil])
+
+    assert resolved == {evil: ()}
+    assert _requests(dataverse) == LOOKUPS_PER_CHUNK  # one answer per record type, no paging

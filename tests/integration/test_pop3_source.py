@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from emailrouter.local.dovecot import DovecotServer
-from emailrouter.sources.base import MailboxCursor, iter_new_messages
+from emailrouter.sources.base import MailboxCursor, PendingDeletion, header_identity, iter_new_messages
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -20,7 +20,7 @@ from emailrouter.sources.errors import (
     TransientSourceError,
 )
 from emailrouter.sources.pop3 import Pop3Source
-from tests.fixtures.dovecot import Listener, MailboxUser, sample_message
+from tests.fixtures.dovecot import Listener, MailboxUser, ScriptedDns, sample_message
 
 pytestmark = pytest.mark.dovecot
 
@@ -36,6 +36,30 @@ def pop3(server: DovecotServer, user: MailboxUser, **options: object) -> Pop3Sou
         timeout=5.0,
         **options,  # type: ignore[arg-type]
     )
+
+
+def fetched_deletions(source: Pop3Source, refs: list[str]) -> list[PendingDeletion]:
+    """Deletions of `refs` as the ledger records them once fetched."""
+    return [PendingDeletion(ref, header_identity(source.fetch(ref))) for ref in refs]
+
+
+def test_delete_checks_the_headers_and_drops_a_ref_whose_message_differs(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    long_header = sample_message("long").replace(
+        b"MIME-Version", b"X-Long: " + b"a" * 5000 + b"\r\nMIME-Version"
+    )
+    dovecot_server.deliver(mailbox_user.name, long_header)
+    dovecot_server.deliver(mailbox_user.name, sample_message("other"))
+    with pop3(dovecot_server, mailbox_user) as source:
+        first, second = source.list_new(MailboxCursor())
+        fetched = fetched_deletions(source, [first, second])
+        swapped = [PendingDeletion(first, fetched[1].identity), fetched[1]]
+        report = source.delete(swapped)
+
+    assert report.deleted == [second]
+    assert "headers differ" in report.dropped[first]
+    assert uidls_by_fresh_session(dovecot_server, mailbox_user) == [first]
 
 
 def uidls_by_fresh_session(server: DovecotServer, user: MailboxUser) -> list[str]:
@@ -108,11 +132,11 @@ def test_delete_removes_messages_and_advance_prunes_them_from_the_cursor(
         refs = source.list_new(MailboxCursor())
         cursor = source.advance(MailboxCursor(), refs)
 
-        deleted = source.delete(refs[:2])
+        report = source.delete(fetched_deletions(source, refs[:2]))
         still_there = source.present(refs)
         pruned = source.advance(cursor, [])
 
-    assert deleted == refs[:2]
+    assert report.deleted == refs[:2]
     assert dovecot_server.message_count(mailbox_user.name) == 1
     assert uidls_by_fresh_session(dovecot_server, mailbox_user) == refs[2:]
     assert still_there == refs[2:]
@@ -125,9 +149,9 @@ def test_delete_skips_refs_that_are_not_on_the_server(
     dovecot_server.deliver(mailbox_user.name, sample_message("keep"))
 
     with pop3(dovecot_server, mailbox_user) as source:
-        deleted = source.delete(["00000099deadbeef"])
+        report = source.delete([PendingDeletion("00000099deadbeef", "sha256:unknown")])
 
-    assert deleted == []
+    assert report.deleted == [] and report.gone == ["00000099deadbeef"]
     assert dovecot_server.message_count(mailbox_user.name) == 1
 
 
@@ -279,7 +303,7 @@ def test_delete_whose_quit_is_lost_is_transient_and_deletes_nothing(
     )
 
     with source, pytest.raises(TransientSourceError, match="QUIT"):
-        source.delete(source.list_new(MailboxCursor()))
+        source.delete(fetched_deletions(source, source.list_new(MailboxCursor())))
 
     assert dovecot_server.message_count(mailbox_user.name) == 2
 
@@ -344,3 +368,44 @@ def test_body_larger_than_listed_is_cut_off_while_reading(understating_pop3_serv
 
     assert caught.value.size > 4096
     assert caught.value.limit == 4096
+
+
+def test_connects_to_the_address_it_vetted_whatever_dns_answers_next(
+    dovecot_server: DovecotServer, mailbox_user: MailboxUser
+) -> None:
+    dovecot_server.deliver(mailbox_user.name, sample_message("pinned"))
+    # First answer: loopback, where Dovecot listens (local mode allows it). Any later answer:
+    # 127.0.0.2, where nothing listens; a second lookup at connect time would fail there.
+    dns = ScriptedDns("127.0.0.1", "127.0.0.2")
+    source = Pop3Source(
+        "mail.rebinding.test",
+        dovecot_server.pop3_port,
+        mailbox_user.name,
+        mailbox_user.password,
+        security="none",
+        allow_private=True,
+        timeout=5.0,
+        resolver=dns,
+    )
+
+    with source:
+        refs = source.list_new(MailboxCursor())
+
+    assert len(refs) == 1
+    assert dns.lookups == ["mail.rebinding.test"]
+
+
+@pytest.mark.parametrize("answer", ["127.0.0.1", "169.254.169.254", "10.20.30.40", "::ffff:127.0.0.1"])
+def test_a_name_resolving_to_a_blocked_address_is_refused_before_connecting(
+    silent_server: Listener, answer: str
+) -> None:
+    dns = ScriptedDns(answer)
+    source = Pop3Source(
+        "mail.tenant.example", silent_server.port, "u", "p", security="none", timeout=1.0, resolver=dns
+    )
+
+    with pytest.raises(SourceConfigurationError, match="resolves to"):
+        source.list_new(MailboxCursor())
+
+    assert silent_server.accepted == 0
+    assert dns.lookups == ["mail.tenant.example"]

@@ -15,6 +15,10 @@ COMMANDS = [
     ["tenants", "import"],
     ["tenants", "list"],
     ["tenants", "show"],
+    ["tenants", "identities"],
+    ["tenants", "identities", "show"],
+    ["tenants", "identities", "add"],
+    ["tenants", "identities", "remove"],
     ["mailboxes", "list"],
     ["mailboxes", "poll"],
     ["ingest"],
@@ -53,5 +57,5 @@ def test_without_a_deployment_commands_fail_with_one_clear_line(tmp_path: pytest
     env = {k: v for k, v in os.environ.items() if not k.endswith("_TABLE")}
     env["EMAILROUTER_STACK_FILE"] = "/nonexistent/stack.json"
     result = _run("tenants", "list", env=env)
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG
     assert result.stderr.count("\n") == 1 and "emailrouter local up" in result.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from emailrouter.egress import ForbiddenHostError, check_host, check_url
+from emailrouter.egress import ForbiddenHostError, check_host, check_url, vetted_addresses
 
 FORBIDDEN = [
     "127.0.0.1",
@@ -96,3 +98,30 @@ def test_local_mode_allows_plain_http_to_loopback_but_no_other_scheme() -> None:
     check_url("http://127.0.0.1:8080/api/data/v9.2/", allow_private=True)
     with pytest.raises(ForbiddenHostError, match="ftp"):
         check_url("ftp://127.0.0.1/", allow_private=True)
+
+
+def test_vetted_addresses_resolve_once_and_refuse_a_name_with_any_forbidden_answer() -> None:
+    lookups: list[str] = []
+
+    def dns(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        lookups.append(name)
+        return [ipaddress.ip_address("93.184.215.14"), ipaddress.ip_address("10.0.0.7")]
+
+    with pytest.raises(ForbiddenHostError, match=r"10\.0\.0\.7"):
+        vetted_addresses("mail.example.com", allow_private=False, resolver=dns)
+    # Local mode vets nothing but still pins what the one lookup said.
+    pinned = vetted_addresses("mail.example.com", allow_private=True, resolver=dns)
+
+    assert [str(a) for a in pinned] == ["93.184.215.14", "10.0.0.7"]
+    assert lookups == ["mail.example.com", "mail.example.com"]
+
+
+def test_vetted_addresses_take_an_ip_literal_as_is_without_a_lookup() -> None:
+    def dns(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        raise AssertionError(f"looked up {name}")
+
+    assert [str(a) for a in vetted_addresses("[2606:4700::1111]", allow_private=False, resolver=dns)] == [
+        "2606:4700::1111"
+    ]
+    with pytest.raises(ForbiddenHostError):
+        vetted_addresses("[::1]", allow_private=False, resolver=dns)

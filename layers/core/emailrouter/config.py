@@ -28,6 +28,9 @@ class Settings(BaseModel):
     local_mode: bool = False
     inline_max_bytes: int = 192 * 1024
     raw_mail_retention_days: int = 30
+    # The CRM circuit breaker (crm.breaker): consecutive timeouts that open it, and for how long.
+    crm_breaker_threshold: int = Field(default=3, ge=1)
+    crm_breaker_cooldown_seconds: int = Field(default=300, ge=1)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -7,18 +7,22 @@ private services or at loopback, and read the answers back through error message
 through `check_host` or `check_url` first; only local mode (`allow_private=True`) may reach
 private addresses, because there the mail servers and emulators run on loopback.
 
-Known limit: the name is resolved here and again by the client library when it connects, so a
-hostile DNS server could answer differently the second time (DNS rebinding). The window is small
-and the answer must come from the tenant's own DNS; pinning the vetted address would close it.
+Known limit of `check_host`/`check_url`: the name is resolved here and again by the client
+library when it connects, so a hostile DNS server could answer differently the second time (DNS
+rebinding). `vetted_addresses` closes that window: it resolves once and returns the addresses
+to connect to (the mail sources use it and keep the name only for TLS).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# name → addresses; `socket.getaddrinfo` by default. Raises OSError when the name does not resolve.
+Resolver = Callable[[str], list[IPAddress]]
 
 
 class ForbiddenHostError(ValueError):
@@ -44,6 +48,32 @@ def check_host(host: str, *, allow_private: bool) -> None:
         reason = forbidden_reason(address)
         if reason is not None:
             raise ForbiddenHostError(f"host {host!r} resolves to {address}, {reason}")
+
+
+def vetted_addresses(host: str, *, allow_private: bool, resolver: Resolver | None = None) -> list[IPAddress]:
+    """Resolve `host` once and return its addresses, refusing a host with any forbidden one.
+
+    Connect to what this returns, never to the name again. `allow_private` (local mode) vets
+    nothing but still pins. Resolution failures propagate as OSError, as in `check_host`.
+
+    >>> vetted_addresses("mail.test", allow_private=False, resolver=lambda n: [ipaddress.ip_address("10.0.0.5")])
+    Traceback (most recent call last):
+    ...
+    emailrouter.egress.ForbiddenHostError: host 'mail.test' resolves to 10.0.0.5, a private address
+    """
+    name = _bare_host(host)
+    try:
+        addresses: list[IPAddress] = [ipaddress.ip_address(name.split("%", 1)[0])]
+    except ValueError:
+        addresses = list(dict.fromkeys((resolver or _resolve)(name)))
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, f"{name} did not resolve to any address")
+    if not allow_private:
+        for address in addresses:
+            reason = forbidden_reason(address)
+            if reason is not None:
+                raise ForbiddenHostError(f"host {host!r} resolves to {address}, {reason}")
+    return addresses
 
 
 def check_url(url: str, *, allow_private: bool) -> None:

@@ -17,6 +17,7 @@ from botocore.config import Config
 
 from emailrouter import aws
 from emailrouter.config import Settings, get_settings
+from emailrouter.crm.breaker import CrmBreaker
 from emailrouter.crm.connections import CrmConnections
 from emailrouter.crm.party_cache import PartyCache
 from emailrouter.ledger.store import Ledger
@@ -63,6 +64,10 @@ class Runtime:
         return CrmConnections(self.secrets, allow_private=self.settings.local_mode, party_cache=party_cache)
 
     @cached_property
+    def breaker(self) -> CrmBreaker:
+        return CrmBreaker(self.settings.tenants_table)
+
+    @cached_property
     def region(self) -> str:
         return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
@@ -97,7 +102,7 @@ class Runtime:
         # One attempt only: botocore's automatic retry of a dropped connection could send twice.
         ses = boto3.client("sesv2", config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
         sender = SesSender(ses, configuration_set=self.settings.ses_configuration_set or None)
-        return OutboundSender(self.crm, self.ledger, sender, self.region, self.faults)
+        return OutboundSender(self.crm, self.ledger, sender, self.region, self.faults, sending=self.tenants)
 
 
 @dataclass

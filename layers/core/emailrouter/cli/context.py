@@ -7,13 +7,18 @@ import os
 import re
 from pathlib import Path
 
+from emailrouter.cli.exits import Exit
 from emailrouter.runtime import Runtime, reset_runtime
 
 STACK_FILE = Path(".local/stack.json")
 
 
 class CliError(Exception):
-    """A failure to report in one line, with a non-zero exit."""
+    """A failure to report in one line, with a non-zero exit (a sysexits code)."""
+
+    def __init__(self, message: str, code: Exit = Exit.FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def load_runtime(stack_file: Path | None = None) -> Runtime:
@@ -24,7 +29,8 @@ def load_runtime(stack_file: Path | None = None) -> Runtime:
         if not path.exists():
             raise CliError(
                 f"no deployment configured: set TENANTS_TABLE, LEDGER_TABLE, … (see docs/configuration.md) "
-                f"or start the local stack with `emailrouter local up` ({path} not found)"
+                f"or start the local stack with `emailrouter local up` ({path} not found)",
+                Exit.CONFIG,
             )
         stack = json.loads(path.read_text(encoding="utf-8"))
         os.environ.update({key: str(value) for key, value in stack["environment"].items()})

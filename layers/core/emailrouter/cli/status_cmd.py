@@ -14,7 +14,9 @@ QUEUE_SUFFIX, DLQ_SUFFIX = "_QUEUE_URL", "_DLQ_URL"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    status = sub.add_parser("status", help="tenants, mailbox health, queue and DLQ depths")
+    status = sub.add_parser(
+        "status", help="tenants, mailbox health, CRM circuit breakers, queue and DLQ depths"
+    )
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     dlq = sub.add_parser("dlq", help="inspect and redrive dead-letter queues")
@@ -90,7 +92,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, (dlq, _source) in dead_letter.items():
         queues.setdefault(name, {"depth": None, "dlq": None})["dlq"] = _depth(sqs, dlq)
     mailboxes = []
+    crm = []
     for tenant in runtime.tenants.all():
+        breaker = runtime.breaker.health(tenant.tenant_id)
+        crm.append(
+            {
+                "tenant": tenant.tenant_id,
+                "state": breaker.state,
+                "consecutive_timeouts": breaker.consecutive_timeouts,
+                "reason": breaker.reason,
+            }
+        )
         for mailbox in tenant.mailboxes:
             health = runtime.tenants.get_health(tenant.tenant_id, mailbox.mailbox_id)
             mailboxes.append(
@@ -102,7 +114,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
             )
     if args.json:
-        emit({"queues": queues, "mailboxes": mailboxes}, True)
+        emit({"queues": queues, "mailboxes": mailboxes, "crm": crm}, True)
     else:
         emit(
             [{"queue": n, **{k: "-" if v is None else v for k, v in q.items()}} for n, q in queues.items()],
@@ -110,7 +122,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print()
         emit(mailboxes, False)
-    failing = any(m["health"] == "failing" for m in mailboxes) or any(q["dlq"] for q in queues.values())
+        print()
+        emit(crm, False)
+    failing = (
+        any(m["health"] == "failing" for m in mailboxes)
+        or any(q["dlq"] for q in queues.values())
+        or any(c["state"] != "closed" for c in crm)
+    )
     return 1 if failing else 0
 
 

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from emailrouter.cli.context import load_runtime
+from emailrouter.cli.context import CliError, load_runtime
 from emailrouter.cli.output import emit
+from emailrouter.outbound.errors import OutboundError
+from emailrouter.outbound.identities import (
+    add_identities,
+    provision_ses_tenant,
+    remove_identities,
+    ses_tenants_for,
+)
 from emailrouter.tenancy.importer import import_tenants
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from emailrouter.tenancy.sending import SendingIdentities
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +37,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("tenant")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+    identities = tsub.add_parser(
+        "identities", help="what a tenant may send as: its sending identities and its SES tenant"
+    )
+    isub = identities.add_subparsers(dest="identities_action", required=True)
+    ishow = isub.add_parser("show", help="a tenant's sending identities and SES tenant")
+    ishow.add_argument("tenant")
+    ishow.add_argument("--json", action="store_true")
+    ishow.set_defaults(func=cmd_identities_show)
+    iadd = isub.add_parser(
+        "add", help="give a tenant sending identities (SES domains or addresses; creates its SES tenant)"
+    )
+    iadd.add_argument("tenant")
+    iadd.add_argument("identity", nargs="+")
+    iadd.add_argument("--json", action="store_true")
+    iadd.set_defaults(func=cmd_identities_add)
+    iremove = isub.add_parser("remove", help="take sending identities away from a tenant")
+    iremove.add_argument("tenant")
+    iremove.add_argument("identity", nargs="+")
+    iremove.add_argument("--json", action="store_true")
+    iremove.set_defaults(func=cmd_identities_remove)
 
     mailboxes = sub.add_parser("mailboxes", help="inspect and poll mailboxes")
     msub = mailboxes.add_subparsers(dest="action", required=True)
@@ -41,11 +74,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     runtime = load_runtime()
     result = import_tenants(args.file, runtime.tenants)
+    # Every imported tenant gets its SES tenant (created once; existing ones are left as they are).
+    ses_tenants = None
+    provisioned = []
+    for tenant_id in [*result.created, *result.updated, *result.unchanged]:
+        if runtime.tenants.get_sending(tenant_id).ses_tenant_name:
+            continue
+        ses_tenants = ses_tenants or ses_tenants_for(runtime.settings)
+        sending = _operator_step(
+            provision_ses_tenant,
+            runtime.tenants,
+            ses_tenants,
+            tenant_id,
+            runtime.settings.ses_configuration_set,
+        )
+        provisioned.append(sending.ses_tenant_name)
     data = {
         "created": result.created,
         "updated": result.updated,
         "unchanged": result.unchanged,
         "secrets_written": result.secrets_written,
+        "ses_tenants_created": provisioned,
     }
     emit(data if args.json else {k: ", ".join(v) or "-" for k, v in data.items()}, args.json)
     return 0
@@ -72,6 +121,54 @@ def cmd_show(args: argparse.Namespace) -> int:
     tenant = runtime.tenants.get(args.tenant)
     data = tenant.model_dump(mode="json")
     emit(data if args.json else {k: v for k, v in data.items() if k != "mailboxes"}, args.json)
+    return 0
+
+
+def _operator_step(step: Callable[..., SendingIdentities], *args: Any) -> SendingIdentities:
+    try:
+        return step(*args)
+    except OutboundError as error:
+        raise CliError(str(error)) from None
+
+
+def _emit_sending(tenant_id: str, sending: SendingIdentities, as_json: bool) -> None:
+    data = {
+        "tenant": tenant_id,
+        "identities": sending.identities,
+        "ses_tenant": sending.ses_tenant_name,
+        "updated_at": sending.updated_at,
+    }
+    emit(data if as_json else {**data, "identities": ", ".join(sending.identities) or "-"}, as_json)
+
+
+def cmd_identities_show(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    runtime.tenants.get(args.tenant)
+    _emit_sending(args.tenant, runtime.tenants.get_sending(args.tenant), args.json)
+    return 0
+
+
+def cmd_identities_add(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    sending = _operator_step(
+        add_identities,
+        runtime.tenants,
+        ses_tenants_for(runtime.settings),
+        args.tenant,
+        args.identity,
+        runtime.settings.ses_configuration_set,
+    )
+    _emit_sending(args.tenant, sending, args.json)
+    return 0
+
+
+def cmd_identities_remove(args: argparse.Namespace) -> int:
+    runtime = load_runtime()
+    runtime.tenants.get(args.tenant)
+    sending = _operator_step(
+        remove_identities, runtime.tenants, ses_tenants_for(runtime.settings), args.tenant, args.identity
+    )
+    _emit_sending(args.tenant, sending, args.json)
     return 0
 
 

@@ -26,16 +26,18 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from emailrouter.crm.errors import (
     CrmAuthError,
     CrmConflictError,
+    CrmEndpointError,
     CrmError,
     CrmNotFoundError,
     CrmRequestError,
+    CrmTimeoutError,
     CrmTransientError,
 )
 
@@ -62,11 +64,6 @@ class Response:
         """The GUID from OData-EntityId (204 create) or None."""
         match = _GUID_IN_URL.search(self.headers.get("odata-entityid", ""))
         return match.group(1).lower() if match else None
-
-
-def odata_literal(value: str) -> str:
-    """A string literal for $filter: single quotes, embedded quotes doubled."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 class ThrottleGate:
@@ -147,7 +144,7 @@ class DataverseClient:
         Raises CrmTransientError without waiting when the gate opens, or the back-off ends,
         after the deadline; other CrmError classes at once (they are not worth retrying).
         """
-        url = path if path.startswith("http") else self.api_url + path.lstrip("/")
+        url = self._own_url(method, path)
         deadline = self._deadline() if self._deadline is not None else self._clock() + DEFAULT_BUDGET_SECONDS
         failure: CrmError | None = None
         attempt = 0
@@ -165,11 +162,19 @@ class DataverseClient:
                     data=data,
                     headers=self._headers(headers),
                     timeout=timeout,
+                    allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as error:
-                failure = CrmTransientError(f"{method} {_short(url)}: {type(error).__name__}")
+                failure = CrmTimeoutError(f"{method} {_short(url)}: {type(error).__name__}")
             else:
                 response = _response(raw)
+                if 300 <= response.status < 400:
+                    raise CrmEndpointError(
+                        f"{method} {_short(url)} → {response.status}: the organization redirects to "
+                        f"{_origin_text(response.headers.get('location', ''))}, which is not followed; "
+                        "check the organization URL",
+                        response.status,
+                    )
                 if _is_batch(url):
                     self._hold_for_throttled_parts(response)
                 if response.status < 400:
@@ -181,6 +186,19 @@ class DataverseClient:
                 raise failure
             if failure.status != 429:  # a 429 waits at the gate, at the top of the loop
                 self._back_off(attempt, failure, deadline)
+
+    def _own_url(self, method: str, path: str) -> str:
+        """The URL for `path` (relative to the service root, or absolute as an @odata.nextLink is).
+        An absolute URL must have the org URL's scheme, host and port: the bearer token goes
+        nowhere else."""
+        if "://" not in path.split("?", 1)[0]:
+            return self.api_url + path.lstrip("/")
+        if _origin(path) != _origin(self.org_url):
+            raise CrmEndpointError(
+                f"{method} {_origin_text(path)}: not the organization's {_origin_text(self.org_url)}; "
+                "a link to another scheme, host or port is not followed"
+            )
+        return path
 
     def _hold_for_throttled_parts(self, response: Response) -> None:
         """Close the gate for the longest Retry-After among a `$batch` response's 429 parts."""
@@ -255,6 +273,23 @@ class DataverseClient:
     ) -> None:
         headers = {"Content-Type": "application/json", "If-Match": etag or "*"}
         self.request("PATCH", f"{entity_set}({entity_id})", json_body=body, headers=headers)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in; ("", "", None) if unreadable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ("", "", None)
+    scheme = parts.scheme.lower()
+    return (scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme))
+
+
+def _origin_text(url: str) -> str:
+    """scheme://host:port of a URL, for errors: never its path or query."""
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}" if host else "an unreadable location"
 
 
 def _short(url: str) -> str:

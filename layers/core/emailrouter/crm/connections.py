@@ -1,7 +1,13 @@
-"""One Dataverse client and party cache per tenant, kept for the life of a warm container."""
+"""One Dataverse client and party cache per tenant, kept for the life of a warm container.
+
+`within(deadline)` bounds every CRM retry of an invocation, whichever tenant's client makes it:
+a handler enters it with `crm.deadline.lambda_deadline(context)` so no Dataverse request or wait
+of its outlives the Lambda, and leaves it so a warm container's next invocation starts clean.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +17,8 @@ from emailrouter.crm.client import DataverseClient
 from emailrouter.crm.parties import PartyResolver
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from emailrouter.crm.party_cache import PartyCache
     from emailrouter.tenancy.models import TenantConfig
     from emailrouter.tenancy.secrets import TenantSecrets
@@ -36,6 +44,21 @@ class CrmConnections:
         self._allow_private = allow_private
         self._party_cache = party_cache
         self._by_tenant: dict[str, tuple[str, CrmConnection]] = {}
+        self._deadline: Callable[[], float] | None = None
+
+    @contextlib.contextmanager
+    def within(self, deadline: Callable[[], float] | None) -> Iterator[None]:
+        """Every client, those built meanwhile too, retries only until `deadline()` (monotonic)."""
+        self._set_deadline(deadline)
+        try:
+            yield
+        finally:
+            self._set_deadline(None)
+
+    def _set_deadline(self, deadline: Callable[[], float] | None) -> None:
+        self._deadline = deadline
+        for _signature, connection in self._by_tenant.values():
+            connection.client.set_deadline(deadline)
 
     def for_tenant(self, tenant: TenantConfig) -> CrmConnection:
         """The tenant's connection; rebuilt when its CRM configuration or party cache TTL changed."""
@@ -49,6 +72,7 @@ class CrmConnections:
             tenant.crm.url,
             token_provider_from_secret(tenant.crm.url, secret),
             api_version=tenant.crm.api_version,
+            deadline=self._deadline,
         )
         parties = PartyResolver(
             client,

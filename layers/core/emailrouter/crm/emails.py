@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from emailrouter.crm import batch
-from emailrouter.crm.client import odata_literal
 from emailrouter.crm.errors import CrmConflictError, CrmError, CrmTransientError
 from emailrouter.crm.parties import PartyMatch, party_bind
 from emailrouter.crm.payload import AttachmentBody, encode_body
+from emailrouter.crm.query import eq, query_path
 from emailrouter.mime.models import Address
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ SENDER_MAX = 250
 TORECIPIENTS_MAX = 500
 ADDRESSUSED_MAX = 200
 TRACKINGTOKEN_MAX = 50
+MESSAGE_ID_ROWS = 100  # emails read per Message-ID lookup; the oldest win, so later copies may be cut
 
 # participationtypemask values
 SENDER, TO, CC, BCC = 1, 2, 3, 4
@@ -189,9 +190,9 @@ def regarding_by_email_ids(crm: DataverseClient, email_ids: list[str]) -> dict[s
     """The current regarding record of each email that still exists (one GET per 50 ids)."""
     found: dict[str, Regarding | None] = {}
     for start in range(0, len(email_ids), 50):
-        ors = " or ".join(f"activityid eq {i}" for i in email_ids[start : start + 50])
+        ors = " or ".join(f"activityid eq {_guid(i)}" for i in email_ids[start : start + 50])
         body = crm.get(
-            f"emails?$select=activityid,_regardingobjectid_value&$filter={ors}",
+            query_path("emails", select=("activityid", "_regardingobjectid_value"), filter=ors, top=50),
             headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
         )
         for row in body.get("value", []):
@@ -203,22 +204,38 @@ def find_by_message_ids(crm: DataverseClient, message_ids: list[str]) -> list[di
     """Emails whose `messageid` is one of `message_ids` (newest last), with their regarding record."""
     if not message_ids:
         return []
-    ors = " or ".join(f"messageid eq {odata_literal(m)}" for m in message_ids)
+    ors = " or ".join(eq("messageid", m) for m in message_ids)
     body = crm.get(
-        f"emails?$select=activityid,messageid,_regardingobjectid_value&$filter={ors}&$orderby=createdon asc",
+        query_path(
+            "emails",
+            select=("activityid", "messageid", "_regardingobjectid_value"),
+            filter=ors,
+            orderby="createdon asc",
+            top=MESSAGE_ID_ROWS,
+        ),
         headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
     )
     return list(body.get("value", []))
 
 
 def find_by_tracking_token(crm: DataverseClient, token: str) -> list[dict[str, Any]]:
-    """Emails carrying `token`, oldest first, with their regarding record."""
+    """The oldest email carrying `token` (a list of at most one), with its regarding record."""
     body = crm.get(
-        f"emails?$select=activityid,trackingtoken,_regardingobjectid_value&$filter=trackingtoken eq {odata_literal(token)}"
-        "&$orderby=createdon asc",
+        query_path(
+            "emails",
+            select=("activityid", "trackingtoken", "_regardingobjectid_value"),
+            filter=eq("trackingtoken", token),
+            orderby="createdon asc",
+            top=1,
+        ),
         headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
     )
     return list(body.get("value", []))
+
+
+def _guid(value: str) -> str:
+    """A GUID for a `$filter`, unquoted as OData writes them; anything else is refused."""
+    return str(uuid.UUID(value))
 
 
 SET_FOR = {

@@ -4,8 +4,16 @@ Order of preference for the sender (CRM's): systemuser, contact, account, lead, 
 recipient address becomes a party for every active record that carries it; an address no
 record carries becomes an unresolved party holding the address in `addressused`.
 
+Addresses are looked up up to a hundred at a time, one request per record type, with the
+In query function on each email column; a request's URL is kept under a budget, so long or
+non-ASCII addresses make smaller chunks. An address longer than every email column cannot match
+and is answered without a request. A lookup reads at most MATCHES_PER_ADDRESS rows per address
+(`$top`), never pages.
+
 Answers (no-match answers too) are kept in the container's memory and, when a shared
 `PartyCache` is given, in DynamoDB for every other container, both until the tenant's TTL ends.
+Each chunk's answers are kept as soon as it is complete, so a lookup that fails part way does
+not ask again for what it already learnt.
 """
 
 from __future__ import annotations
@@ -14,10 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from emailrouter.crm.client import odata_literal
+from emailrouter.crm.query import any_of, encoded_length, query_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from emailrouter.crm.client import DataverseClient
     from emailrouter.crm.party_cache import PartyCache
@@ -53,7 +61,10 @@ KINDS: tuple[EntityKind, ...] = (
     ),
     EntityKind("queues", "queue", "queueid", ("emailaddress",), "statecode eq 0"),
 )
-_CHUNK = 10
+ADDRESSES_PER_QUERY = 100
+MATCHES_PER_ADDRESS = 10  # rows read per address in a query ($top); more is not a person's address
+EMAIL_COLUMN_MAX = 100  # every email column above holds at most 100 characters
+_FILTER_BUDGET = 16_000  # encoded characters of one query's $filter; the URL limit is ~32 KB
 _SENDER_RANK = {kind.logical_name: rank for rank, kind in enumerate(KINDS)}
 _MEMORY_LIMIT = 20_000  # answers one resolver keeps before it drops expired and oldest ones
 
@@ -115,9 +126,7 @@ class PartyResolver:
                 self._memory[address] = answer
             missing = [a for a in missing if a not in result]
         if missing:
-            fresh = self._lookup(missing)
-            result.update(fresh)
-            self._remember(fresh, now)
+            result.update(self._lookup(missing, now))
         return result
 
     def invalidate(self, addresses: Iterable[str]) -> None:
@@ -129,19 +138,24 @@ class PartyResolver:
         if self._shared is not None and wanted:
             self._shared.delete(self._tenant_id, wanted)
 
-    def _lookup(self, addresses: list[str]) -> dict[str, tuple[PartyMatch, ...]]:
-        found: dict[str, list[PartyMatch]] = {address: [] for address in addresses}
-        for start in range(0, len(addresses), _CHUNK):
-            chunk = addresses[start : start + _CHUNK]
+    def _lookup(self, addresses: list[str], now: float) -> dict[str, tuple[PartyMatch, ...]]:
+        """Dataverse's answers for `addresses`, remembered chunk by chunk as each completes."""
+        answers: dict[str, tuple[PartyMatch, ...]] = {a: () for a in addresses if len(a) > EMAIL_COLUMN_MAX}
+        self._remember(answers, now)
+        for chunk in _chunks([a for a in addresses if len(a) <= EMAIL_COLUMN_MAX]):
+            found: dict[str, list[PartyMatch]] = {address: [] for address in chunk}
             for kind in KINDS:
-                for row in self._crm.get_all(_query(kind, chunk)):
+                for row in self._crm.get(_query(kind, chunk)).get("value", []):
                     for column in kind.email_columns:
                         value = str(row.get(column) or "").lower()
                         if value in found:
                             match = PartyMatch(kind.logical_name, kind.entity_set, str(row[kind.key]))
                             if match not in found[value]:
                                 found[value].append(match)
-        return {address: tuple(matches) for address, matches in found.items()}
+            fresh = {address: tuple(matches) for address, matches in found.items()}
+            self._remember(fresh, now)
+            answers.update(fresh)
+        return answers
 
     def _remember(self, answers: Mapping[str, tuple[PartyMatch, ...]], now: float) -> None:
         if self._ttl <= 0 or not answers:
@@ -181,10 +195,31 @@ def choose_sender(matches: Sequence[PartyMatch], unresolve_ambiguous: bool) -> P
     return min(matches, key=lambda match: _SENDER_RANK.get(match.logical_name, len(KINDS)))
 
 
+def _chunks(addresses: list[str]) -> Iterator[list[str]]:
+    """Runs of at most ADDRESSES_PER_QUERY addresses whose In lists fit the filter budget on the
+    record type with the most email columns."""
+    columns = max(len(kind.email_columns) for kind in KINDS)
+    chunk: list[str] = []
+    size = 0
+    for address in addresses:
+        cost = columns * (encoded_length(address.replace("'", "''")) + 3)  # quotes and a comma
+        if chunk and (len(chunk) == ADDRESSES_PER_QUERY or size + cost > _FILTER_BUDGET):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(address)
+        size += cost
+    if chunk:
+        yield chunk
+
+
 def _query(kind: EntityKind, addresses: list[str]) -> str:
-    ors = " or ".join(f"{column} eq {odata_literal(a)}" for a in addresses for column in kind.email_columns)
-    select = ",".join((kind.key, *kind.email_columns))
-    return f"{kind.entity_set}?$select={select}&$filter=({ors}) and {kind.active_filter}"
+    ors = " or ".join(any_of(column, addresses) for column in kind.email_columns)
+    return query_path(
+        kind.entity_set,
+        select=(kind.key, *kind.email_columns),
+        filter=f"({ors}) and {kind.active_filter}",
+        top=MATCHES_PER_ADDRESS * len(addresses),
+    )
 
 
 def party_bind(match: PartyMatch) -> dict[str, str]:

@@ -3,12 +3,15 @@
 Layout (pk / sk), all under the tenant's partition:
   TENANT#<id> / MSG#<message_key>            inbound message: claim, outcome, CRM id
   TENANT#<id> / SRC#<mailbox>#<source_ref>   which message a source ref carried; ack state
+    (IMAP refs are <uidvalidity>:<uid>; refs stored before that are bare UIDs, still read:
+    their deletions are checked by the Message-ID of their message)
   TENANT#<id> / OUT#<email_id>               outbound email: intent, SES ids, state
 The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists by outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,8 @@ from emailrouter import aws
 from emailrouter.clock import epoch, iso
 from emailrouter.config import get_settings
 from emailrouter.ledger.models import InboundRecord, OutboundRecord, OutboundState, Outcome
+from emailrouter.mime.addresses import within_smtp_limits
+from emailrouter.sources.base import PendingDeletion
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -338,28 +343,43 @@ class Ledger:
 
     # ---- source acknowledgement ------------------------------------------------------------
     def source_op(
-        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+        self,
+        tenant_id: str,
+        mailbox_id: str,
+        source_ref: str,
+        message_key: str,
+        ack_needed: bool,
+        identity: str | None = None,
     ) -> dict[str, Any]:
-        """The put that records which message a source ref carried, and whether to delete it there."""
-        return {
-            "TableName": self._table,
-            "Item": _values(
-                {
-                    "pk": f"TENANT#{tenant_id}",
-                    "sk": f"SRC#{mailbox_id}#{source_ref}",
-                    "tenant_id": tenant_id,
-                    "message_key": message_key,
-                    "ack_pending": ack_needed,
-                    "updated_at": iso(),
-                    "expires_at": epoch() + RETENTION_SECONDS,
-                }
-            ),
+        """The put that records which message a source ref carried, and whether to delete it there.
+
+        `identity` (the header hash taken when it was fetched) lets the source check, before
+        deleting, that the ref still names that message."""
+        values: dict[str, Any] = {
+            "pk": f"TENANT#{tenant_id}",
+            "sk": f"SRC#{mailbox_id}#{source_ref}",
+            "tenant_id": tenant_id,
+            "message_key": message_key,
+            "ack_pending": ack_needed,
+            "updated_at": iso(),
+            "expires_at": epoch() + RETENTION_SECONDS,
         }
+        if identity is not None:
+            values["source_identity"] = identity
+        return {"TableName": self._table, "Item": _values(values)}
 
     def record_source(
-        self, tenant_id: str, mailbox_id: str, source_ref: str, message_key: str, ack_needed: bool
+        self,
+        tenant_id: str,
+        mailbox_id: str,
+        source_ref: str,
+        message_key: str,
+        ack_needed: bool,
+        identity: str | None = None,
     ) -> None:
-        self._ddb.put_item(**self.source_op(tenant_id, mailbox_id, source_ref, message_key, ack_needed))
+        self._ddb.put_item(
+            **self.source_op(tenant_id, mailbox_id, source_ref, message_key, ack_needed, identity)
+        )
 
     def pending_acks(self, tenant_id: str, mailbox_id: str) -> list[str]:
         """Source refs processed to an outcome but not yet deleted at the source."""
@@ -374,6 +394,45 @@ class Ledger:
         ):
             refs += [item["sk"]["S"].removeprefix(prefix) for item in page.get("Items", [])]
         return refs
+
+    def pending_deletions(self, tenant_id: str, mailbox_id: str) -> list[PendingDeletion]:
+        """Like `pending_acks`, with what each message looked like when fetched. Items recorded
+        before identities were kept fall back to their message's Message-ID."""
+        paginator = self._ddb.get_paginator("query")
+        prefix = f"SRC#{mailbox_id}#"
+        items: list[dict[str, Any]] = []
+        for page in paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            FilterExpression="ack_pending = :t",
+            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}, ":t": {"BOOL": True}},
+        ):
+            items += [_plain(item) for item in page.get("Items", [])]
+        legacy = [
+            (tenant_id, f"MSG#{item['message_key']}") for item in items if "source_identity" not in item
+        ]
+        messages = self.get_many(legacy) if legacy else {}
+        pending: list[PendingDeletion] = []
+        for item in items:
+            message = messages.get((tenant_id, f"MSG#{item['message_key']}"), {})
+            pending.append(
+                PendingDeletion(
+                    source_ref=item["sk"].removeprefix(prefix),
+                    identity=item.get("source_identity"),
+                    message_id=None if "source_identity" in item else message.get("message_id"),
+                )
+            )
+        return pending
+
+    def deletions_dropped(self, tenant_id: str, mailbox_id: str, reasons: dict[str, str]) -> None:
+        """Deletions that must never run (the ref may now name another message): recorded, not retried."""
+        for ref, reason in reasons.items():
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"SRC#{mailbox_id}#{ref}"}},
+                UpdateExpression="SET ack_pending = :f, ack_dropped = :why, updated_at = :ts",
+                ExpressionAttributeValues=_values({":f": False, ":why": reason[:500], ":ts": iso()}),
+            )
 
     def release_source(self, tenant_id: str, mailbox_id: str, source_ref: str) -> bool:
         """Let a kept source ref be deleted at the source (a discarded quarantine); False when
@@ -427,9 +486,16 @@ class Ledger:
             {k: v for k, v in data.items() if k in OutboundRecord.model_fields}
         )
 
-    def enqueue_outbound(self, tenant_id: str, email_id: str, requeue_after_seconds: float) -> bool:
-        """Record that a send job exists; False when one is already queued (no duplicate jobs)."""
+    def enqueue_outbound(
+        self, tenant_id: str, email_id: str, requeue_after_seconds: float, claim_seconds: int | None = None
+    ) -> bool:
+        """Record that a send job exists; False when one is already queued (no duplicate jobs).
+
+        With `claim_seconds` the record is only a claim until `confirm_enqueued` says SQS has the
+        job: a dispatch that dies before sending it holds the email back that long, not for
+        `requeue_after_seconds`."""
         now = epoch()
+        claim = "claim_expires = :claim" if claim_seconds is not None else "REMOVE claim_expires"
         try:
             self._ddb.update_item(
                 TableName=self._table,
@@ -437,8 +503,12 @@ class Ledger:
                 UpdateExpression=(
                     "SET #s = :queued, queued_epoch = :now, queued_at = :ts, updated_at = :ts, "
                     "tenant_id = :tenant, email_id = :email, expires_at = :ttl"
+                    + (f", {claim}" if claim_seconds is not None else f" {claim}")
                 ),
-                ConditionExpression="attribute_not_exists(pk) OR (#s = :queued AND queued_epoch < :stale)",
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR "
+                    "(#s = :queued AND (queued_epoch < :stale OR claim_expires < :now))"
+                ),
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues=_values(
                     {
@@ -450,11 +520,25 @@ class Ledger:
                         ":email": email_id,
                         ":ttl": now + RETENTION_SECONDS,
                     }
+                    | ({":claim": now + claim_seconds} if claim_seconds is not None else {})
                 ),
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def confirm_enqueued(self, tenant_id: str, email_id: str) -> None:
+        """SQS has the job claimed by `enqueue_outbound`: no other job for the requeue delay.
+        A worker that already took the job has moved its state on: nothing to confirm then."""
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET queued_epoch = :now REMOVE claim_expires",
+                ConditionExpression="#s = :queued",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values({":now": epoch(), ":queued": OutboundState.QUEUED.value}),
+            )
 
     def begin_send(self, tenant_id: str, email_id: str, message_id: str) -> bool:
         """Record the intent to send, before calling SES. False when a send was already begun."""
@@ -655,8 +739,11 @@ class Ledger:
         return user_number, counter
 
     # ---- suppression ---------------------------------------------------------------------
-    def suppress(self, tenant_id: str, address: str, reason: str) -> None:
-        """A recipient that hard-bounced or complained: the tenant stops sending to it."""
+    def suppress(self, tenant_id: str, address: str, reason: str) -> bool:
+        """A recipient that hard-bounced or complained: the tenant stops sending to it.
+        An address beyond RFC 5321's limits is no recipient (and no valid key): not stored."""
+        if not within_smtp_limits(address):
+            return False
         self._ddb.put_item(
             TableName=self._table,
             Item=_values(
@@ -669,6 +756,7 @@ class Ledger:
                 }
             ),
         )
+        return True
 
     def suppressed(self, tenant_id: str, addresses: list[str]) -> set[str]:
         wanted = sorted({a.lower() for a in addresses})

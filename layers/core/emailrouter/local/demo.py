@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import yaml
 
 from emailrouter.ledger.models import Outcome
 from emailrouter.local.stack import REPO_ROOT, LocalStack
@@ -170,24 +171,39 @@ def import_demo_tenant(stack: LocalStack, passwords: dict[str, str]) -> None:
     from emailrouter.tenancy.store import TenantStore
 
     assert stack.endpoints is not None
+    # The endpoints change with every start: set them in the parsed file (placeholders are for
+    # secrets only); the secrets come from the environment as in any tenants file.
+    document = yaml.safe_load((DEMO_DIR / "tenant.yaml").read_text(encoding="utf-8"))
+    document["crm"]["url"] = stack.endpoints.dataverse_url
+    ports = {"pop3": stack.endpoints.pop3_port, "imap": stack.endpoints.imap_port}
+    for mailbox in document["mailboxes"]:
+        mailbox["port"] = ports[mailbox["protocol"]]
+    rendered = stack.workdir / "demo-tenant.yaml"
+    rendered.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     env = dict(os.environ)
     env.update(
         {
-            "DEMO_DATAVERSE_URL": stack.endpoints.dataverse_url,
             "DEMO_DATAVERSE_TOKEN": stack.endpoints.dataverse_token,
-            "DEMO_POP3_PORT": str(stack.endpoints.pop3_port),
-            "DEMO_IMAP_PORT": str(stack.endpoints.imap_port),
             "DEMO_SUPPORT_PASSWORD": passwords["support"],
             "DEMO_ALICE_PASSWORD": passwords["alice"],
         }
     )
-    import_tenants(DEMO_DIR / "tenant.yaml", TenantStore(), env=env)
+    import_tenants(rendered, TenantStore(), env=env)
 
 
 def verify_sender_domain() -> None:
+    """The operator's SES steps: the domain verified in SES, then given to the demo tenant
+    (what `emailrouter tenants identities add demo contoso.example` does)."""
     from emailrouter import aws
+    from emailrouter.config import get_settings
+    from emailrouter.outbound.identities import add_identities, ses_tenants_for
+    from emailrouter.tenancy.store import TenantStore
 
     aws.client("sesv2").create_email_identity(EmailIdentity="contoso.example")
+    settings = get_settings()
+    add_identities(
+        TenantStore(), ses_tenants_for(settings), "demo", ["contoso.example"], settings.ses_configuration_set
+    )
 
 
 def collect_summary(stack: LocalStack, delivered: int, outbound_ids: list[str]) -> DemoSummary:

@@ -98,8 +98,11 @@ class DovecotServer:
     1
     """
 
-    def __init__(self, workdir: Path, pop3_port: int = 0, imap_port: int = 0) -> None:
+    def __init__(self, workdir: Path, pop3_port: int = 0, imap_port: int = 0, extra_config: str = "") -> None:
+        """`extra_config`: settings appended to the configuration (e.g. `imap_capability = …` to
+        play a server without some extension)."""
         self.workdir = Path(workdir).resolve()
+        self.extra_config = extra_config
         self._pop3_port = pop3_port or _free_port()
         self._imap_port = imap_port or _free_port()
         self._users: dict[str, str] = {}
@@ -285,9 +288,9 @@ class DovecotServer:
         staging.replace(target)
 
     def _render_config(self, version: tuple[int, int]) -> str:
-        if version >= (2, 4):
-            return _CONFIG_2_4.format(**self._config_values())
-        return _CONFIG_2_3.format(**self._config_values())
+        template = _CONFIG_2_4 if version >= (2, 4) else _CONFIG_2_3
+        extra = f"{self.extra_config.rstrip()}\n" if self.extra_config else ""
+        return template.format(**self._config_values()) + extra
 
     def _config_values(self) -> dict[str, object]:
         values: dict[str, object] = {

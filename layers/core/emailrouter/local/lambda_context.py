@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 @dataclass
 class LocalLambdaContext:
     function_name: str
-    timeout_seconds: int
+    timeout_seconds: float
     memory_limit_in_mb: int = 512
     function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))

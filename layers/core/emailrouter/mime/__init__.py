@@ -12,10 +12,15 @@ headers
     `message-id-unbracketed:<H>`      a bare id was given angle brackets
     `message-id-invalid:<H>`          no usable id (field is None)
     `references-truncated:<count>`    more than 32 References ids; the last 32 are kept
+    `subject-truncated:<length>`      a subject over 1024 characters (raw header over 16 KiB) was cut
     `date-invalid`                    unparseable Date (field is None)
     `address-invalid:<Header>`        an address that could not be parsed was skipped
     `addresses-truncated:<Header>`    more than 1000 addresses in one header
-    `from-missing`, `from-replaced-by-sender`   no From header; Sender used when present
+    `from-missing`                    no From header
+    `from-repaired:From`              a From without a parseable mailbox: its first addr-spec used
+    `from-replaced-by-sender`, `from-replaced-by-return-path`   nothing usable in From
+    `header-line-malformed`           a header-block line without a colon was skipped
+    `header-obsolete-syntax:<Name>`   `Name : value` (RFC 5322 4.5) read as `Name: value`
     `parameter-invalid:<Header>`      a Content-Type/-Disposition parameter without `=`
 charsets (`<where>` is `body` or a header name)
     `charset-unknown:<where>:<label>`            label Python does not know → UTF-8 / windows-1252
@@ -32,7 +37,9 @@ structure
     `body-unreadable:<error>`         body extraction failed unexpectedly; headers still parsed
     `mime-<defect>`                   the email package's own defects, e.g.
                                       `mime-close-boundary-not-found`, `mime-start-boundary-not-found`
-    `mbox-from-line`, `leading-blank-lines`, `leading-garbage`   skipped before the header block
+    `mbox-from-line`, `leading-blank-lines`   skipped before the header block (nothing else may
+                                      come first: other input, or a header block that is not
+                                      text or names no message header, is not mail)
 transfer encodings
     `base64-invalid-chars`, `base64-padding`, `base64-truncated`, `quoted-printable-invalid`
     `transfer-encoding-unknown:<name>`           content kept as it came

@@ -19,8 +19,28 @@ if TYPE_CHECKING:
     from emailrouter.mime.defects import DefectLog
 
 MAX_ADDRESSES_PER_HEADER = 1000
+# RFC 5321 4.5.3.1: a path is at most 256 octets with its angle brackets, so a mailbox at most
+# 254; local part at most 64. Longer is no address a mail system delivers to.
+MAX_ADDRESS_OCTETS = 254
+MAX_LOCAL_PART_OCTETS = 64
+
+
+def within_smtp_limits(address: str) -> bool:
+    """Whether `address` (local@domain) fits RFC 5321's size limits."""
+    local, _, domain = address.rpartition("@")
+    size = len(address.encode("utf-8", "surrogateescape"))
+    return (
+        bool(local)
+        and bool(domain)
+        and size <= MAX_ADDRESS_OCTETS
+        and len(local.encode("utf-8", "surrogateescape")) <= MAX_LOCAL_PART_OCTETS
+    )
+
+
 _EMPTY_GROUP = re.compile(r'^\s*[^:,<>"@]*:\s*;?\s*$')
 _VALID_EMAIL = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\\]+$")
+# An addr-spec-looking token among words: `a@x.example` in `Big Bug a@x.example`.
+_ADDR_TOKEN = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -106,3 +126,21 @@ def parse_address_list(raw_values: list[str], header: str, defects: DefectLog) -
             seen.add(normalised)
             addresses.append(_to_address(name, normalised, header, defects))
     return addresses
+
+
+def repair_mailbox(raw_values: list[str], header: str, defects: DefectLog) -> Address | None:
+    """The most plausible mailbox of a header that parses to none: its first addr-spec token
+    (`a@x.example b@x.example` → a@x.example; `Big Bug bb@bug.example` → bb@bug.example, with
+    the words before it as the name). Records `from-repaired:<header>` when one is found."""
+    for raw in raw_values:
+        text = clean_line(decode_8bit(raw, header, defects))
+        for token in _ADDR_TOKEN.finditer(text):
+            email = token.group().strip(".").lower()
+            if not _VALID_EMAIL.match(email) or "." not in email.rsplit("@", 1)[1]:
+                continue
+            name = text[: token.start()].strip(" <\"'")
+            if _ADDR_TOKEN.search(name):  # the name is another address: no name
+                name = ""
+            defects.add("from-repaired", header)
+            return _to_address(name, email, header, defects)
+    return None

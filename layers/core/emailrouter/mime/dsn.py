@@ -16,7 +16,8 @@ Action or Status field repeats. Values are reduced as follows:
 
 - recipient: Final-Recipient, else Original-Recipient; the address after
   `type;`, angle brackets dropped, `\\x{HHHH}` escapes of the utf-8 type decoded,
-  lower-cased. A block without either is skipped.
+  lower-cased. A block without either is skipped, and so is one whose address is
+  beyond RFC 5321's limits (254 octets, local part 64): no mail system delivers there.
 - action: the first word of Action, lower-cased, when it is one of the five
   RFC 3464 actions. Otherwise (with a defect) a common
   misspelling is mapped (`failure` → failed), else the action is inferred from
@@ -31,7 +32,8 @@ bounce), except when reading fails unexpectedly. Defects:
 `dsn-status-missing` (no status part), `dsn-status-mislabelled:<type>` (status
 fields found in a part of another type), `dsn-recipient-missing` (a block with
 Action/Status but no recipient), `dsn-field-missing:<Field>`,
-`dsn-field-invalid:<Field>` (Action or Status), `dsn-statuses-truncated:<count>`,
+`dsn-field-invalid:<Field>` (Action or Status), `dsn-recipient-too-long`,
+`dsn-statuses-truncated:<count>`,
 `dsn-original-missing` (no returned message or headers), `dsn-unreadable:<error>`.
 """
 
@@ -42,6 +44,7 @@ from email import policy
 from email.parser import BytesParser
 from typing import TYPE_CHECKING
 
+from emailrouter.mime.addresses import within_smtp_limits
 from emailrouter.mime.bodies import children_of, payload_bytes
 from emailrouter.mime.charsets import decode_text
 from emailrouter.mime.defects import DefectLog
@@ -268,6 +271,9 @@ def _status(group: dict[str, str], defects: DefectLog) -> DeliveryStatus | None:
             break
     if not recipient:
         defects.add("dsn-recipient-missing")
+        return None
+    if not within_smtp_limits(recipient):
+        defects.add("dsn-recipient-too-long")
         return None
     diagnostic = clean_line(_typed_value(group.get("diagnostic-code", ""))[1])
     code = _status_code(group, diagnostic, defects)

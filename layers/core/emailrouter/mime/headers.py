@@ -28,7 +28,7 @@ _FOLD = re.compile(r"\r\n|\r|\n")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,80})\?([bBqQ])\?([^?]*?)\?=")
 _BETWEEN_WORDS = re.compile(r"[ \t]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff]")
-_SPACES = re.compile(r"[ \t]+")
+_SPACES = re.compile(r"\s+")  # every Unicode space (U+00A0, U+2003, U+3000, …), one pass
 _BASE64_JUNK = re.compile(r"[^A-Za-z0-9+/]")
 _MSG_ID = re.compile(r"<([^<>]*)>")
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -45,7 +45,7 @@ def unfold(raw: str) -> str:
 
 
 def clean_line(text: str) -> str:
-    """One line of display text: control chars removed, tabs and space runs collapsed."""
+    """One line of display text: control chars removed, runs of any (Unicode) space collapsed to one."""
     text = _CONTROL.sub("", text.replace("\t", " ").replace("\u2028", " ").replace("\u2029", " "))
     return _SPACES.sub(" ", text).strip()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from emailrouter.mime.addresses import parse_address_list
+from emailrouter.mime.addresses import parse_address_list, repair_mailbox
 from emailrouter.mime.bodies import BodyWalker
 from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
@@ -58,37 +58,146 @@ SELECTED_HEADERS = (
     "Content-Type",
 )
 _SINGLE_HEADERS = ("From", "Subject", "Date", "Message-ID", "In-Reply-To", "Sender")
-_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+# RFC 5322 4.5.1 (obsolete syntax): whitespace between the field name and the colon.
+_OBSOLETE_HEADER_LINE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]+:")
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
-_MAX_LEADING_LINES = 200
+# Bytes no text header block holds: NUL and the C0 controls other than TAB, LF, FF, CR and ESC
+# (ESC starts ISO-2022-JP sequences in raw 8-bit headers).
+_BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_MAX_BINARY_BYTES = 8  # a few stray control bytes are broken mail; more is not mail
+MAX_HEADER_LINES = 10_000  # lines past these are left to the feed parser as they are
+# A header block names at least one of these (RFC 5322, RFC 2045, and what transports add).
+KNOWN_FIELDS = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "received",
+        "return-path",
+        "delivered-to",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "resent-from",
+        "resent-date",
+        "x-original-to",
+    }
+)
+# Dataverse's subject column holds 800 characters; a little more is kept so that a tracking token
+# after RE:/FW: prefixes still correlates and the CRM write can say the subject was cut. The raw
+# header is cut before decoding, so no step ever sees more than these sizes.
+SUBJECT_MAX_CHARS = 1024
+SUBJECT_MAX_RAW = 16 * 1024
 
 
-def _header_block_start(data: bytes, defects: DefectLog) -> int:
-    """Offset where the header block begins; raises when there is none.
+def _header_block(data: bytes, defects: DefectLog) -> bytes | memoryview:
+    """The message from its header block on, with malformed header lines repaired; raises
+    MalformedMessageError when the input does not start with a text header block.
 
-    Tolerated before it: blank lines, an mbox `From ` envelope line, and a few
-    lines of garbage (each with a defect) as long as a `Name: value` line follows
-    before the first blank line.
+    Only blank lines and an mbox `From ` envelope line may come before the header block. In it,
+    obsolete `Name : value` lines are read as `Name: value` (`header-obsolete-syntax:<Name>`),
+    and a line that is no header line, with its continuation lines, is skipped
+    (`header-line-malformed`) when header lines follow it; otherwise it starts the body, as
+    it does for mail that lacks the blank line after its headers. The block must be text and
+    name at least one message header field (`KNOWN_FIELDS`).
     """
-    skipped: str | None = None
-    for number, match in enumerate(_LINE.finditer(data)):
+    start: int | None = None
+    lines: list[tuple[int, int, str]] = []  # (start, end, kind) of each line of the header block
+    for match in _LINE.finditer(data):
         line = match.group()
-        if not line or number > _MAX_LEADING_LINES:
-            break
         content = line.rstrip(b"\r\n")
+        if not line or (start is not None and not content) or len(lines) >= MAX_HEADER_LINES:
+            break
+        if start is None:
+            if not content.strip(b" \t"):
+                defects.add("leading-blank-lines")
+                continue
+            mbox = content.startswith(b"From ") and not _OBSOLETE_HEADER_LINE.match(content)
+            if mbox and "mbox-from-line" not in defects:
+                defects.add("mbox-from-line")
+                continue
+            start = match.start()
         if _HEADER_LINE.match(content):
-            if skipped:
-                defects.add(skipped)
-            return match.start()
-        if not content.strip():
-            if skipped == "leading-garbage":
-                break  # a blank line after non-header lines: there was never a header block
-            skipped = skipped or "leading-blank-lines"
-        elif number == 0 and content.startswith(b"From "):
-            defects.add("mbox-from-line")
+            kind = "header"
+        elif content[:1] in (b" ", b"\t"):
+            kind = "continuation" if lines else "malformed"
+        elif _OBSOLETE_HEADER_LINE.match(content):
+            kind = "obsolete"
         else:
-            skipped = "leading-garbage"
-    raise MalformedMessageError("no header block (no 'Name: value' line before the body)")
+            kind = "malformed"
+        lines.append((match.start(), match.end(), kind))
+    if start is None:
+        raise MalformedMessageError("empty message")
+    if lines[0][2] == "malformed":
+        raise MalformedMessageError("no header block at the start of the message")
+    last = max(i for i, (_s, _e, kind) in enumerate(lines) if kind in ("header", "obsolete"))
+    while last + 1 < len(lines) and lines[last + 1][2] == "continuation":
+        last += 1
+    block_end = lines[last][1]
+    if len(_BINARY.findall(data, start, block_end)) > _MAX_BINARY_BYTES:
+        raise MalformedMessageError("the header block is not text")
+    names = {_field_name(data[s:e]) for s, e, kind in lines[: last + 1] if kind in ("header", "obsolete")}
+    if not names & KNOWN_FIELDS:
+        raise MalformedMessageError("the header block names no message header field")
+    if all(kind in ("header", "continuation") for _s, _e, kind in lines[: last + 1]):
+        return memoryview(data)[start:]
+    pieces: list[bytes] = []
+    skipping = False
+    for line_start, line_end, kind in lines[: last + 1]:
+        line = data[line_start:line_end]
+        if kind == "malformed" or (kind == "continuation" and skipping):
+            if kind == "malformed":
+                defects.add("header-line-malformed")
+            skipping = True
+            continue
+        skipping = False
+        if kind == "obsolete":
+            found = _OBSOLETE_HEADER_LINE.match(line)
+            assert found is not None
+            defects.add("header-obsolete-syntax", found.group(1).decode("ascii"))
+            line = found.group(1) + b":" + line[found.end() :]
+        pieces.append(line)
+    return b"".join(pieces) + data[block_end:]
+
+
+def _field_name(line: bytes) -> str:
+    return line.split(b":", 1)[0].rstrip(b" \t").decode("ascii", "replace").lower()
+
+
+def _cut_raw(raw: str) -> str:
+    """The first SUBJECT_MAX_RAW characters of a raw header value, without a UTF-8 sequence
+    split at the end (raw 8-bit bytes are stored as surrogate escapes, one per byte)."""
+    cut = raw[:SUBJECT_MAX_RAW]
+    for back in range(1, 5):
+        code = ord(cut[-back]) - 0xDC00 if len(cut) >= back else 0
+        if not 0x80 <= code <= 0xFF:
+            return cut  # an ASCII or decoded character: nothing split
+        if code >= 0xC0:  # the lead byte of the last sequence: is the sequence whole?
+            needed = 2 if code < 0xE0 else 3 if code < 0xF0 else 4
+            return cut if back >= needed else cut[:-back]
+    return cut
+
+
+def _subject(raw: str | None, defects: DefectLog) -> str:
+    """The decoded subject: one line, space runs (Unicode spaces too) collapsed, at most
+    SUBJECT_MAX_CHARS characters (`subject-truncated:<characters>` when cut)."""
+    if raw is None:
+        return ""
+    cut = len(raw) > SUBJECT_MAX_RAW
+    subject = decode_unstructured(_cut_raw(raw) if cut else raw, "Subject", defects)
+    if cut or len(subject) > SUBJECT_MAX_CHARS:
+        defects.add("subject-truncated", len(raw) if cut else len(subject))
+        subject = subject[:SUBJECT_MAX_CHARS].rstrip()
+    return subject
 
 
 def _selected_headers(headers: RawHeaders, defects: DefectLog) -> dict[str, str]:
@@ -96,19 +205,25 @@ def _selected_headers(headers: RawHeaders, defects: DefectLog) -> dict[str, str]
     for name in SELECTED_HEADERS:
         raw = headers.first(name)
         if raw is not None:
-            selected[name] = decode_unstructured(raw, name, defects)
+            selected[name] = decode_unstructured(_cut_raw(raw), name, defects)
     return selected
 
 
 def _sender(headers: RawHeaders, defects: DefectLog) -> Address | None:
-    """The first From mailbox; the Sender header when From is missing or unusable."""
+    """The first From mailbox; a From that parses to none is repaired to its first addr-spec;
+    the Sender header, then Return-Path, when nothing in From is usable."""
     if not headers.all("from"):
         defects.add("from-missing")
-    for name in ("From", "Sender"):
+    found = parse_address_list(headers.all("from"), "From", defects)
+    if found:
+        return found[0]
+    repaired = repair_mailbox(headers.all("from"), "From", defects)
+    if repaired is not None:
+        return repaired
+    for name in ("Sender", "Return-Path"):
         found = parse_address_list(headers.all(name), name, defects)
         if found:
-            if name == "Sender":
-                defects.add("from-replaced-by-sender")
+            defects.add("from-replaced-by-" + name.lower())
             return found[0]
     return None
 
@@ -145,8 +260,8 @@ def parse_message(
     if not data.strip():
         raise MalformedMessageError("empty message")
     defects = DefectLog()
-    start = _header_block_start(data, defects)
-    message, has_structure = parse_tree(memoryview(data)[start:], defects)
+    block = _header_block(data, defects)
+    message, has_structure = parse_tree(block, defects)
     headers = RawHeaders.of(message)
 
     for name in _SINGLE_HEADERS:
@@ -155,17 +270,16 @@ def parse_message(
     if headers.first("content-type") is not None and headers.first("mime-version") is None:
         defects.add("mime-version-missing")
 
-    linesep = "\r\n" if b"\r\n" in data[start : start + 8192] else "\n"
+    linesep = "\r\n" if b"\r\n" in bytes(block[:8192]) else "\n"
     walker = BodyWalker(defects, max_attachment_bytes, linesep)
     if has_structure:
         try:
             walker.walk(message)
         except Exception as error:  # a parser bug must cost the body, not the whole message
             defects.add("body-unreadable", type(error).__name__)
-    raw_subject = headers.first("subject")
     parsed = ParsedMessage(
         message_id=parse_message_id(headers.first("message-id"), "Message-ID", defects),
-        subject=decode_unstructured(raw_subject, "Subject", defects) if raw_subject is not None else "",
+        subject=_subject(headers.first("subject"), defects),
         sender=_sender(headers, defects),
         to=parse_address_list(headers.all("to"), "To", defects),
         cc=parse_address_list(headers.all("cc"), "Cc", defects),

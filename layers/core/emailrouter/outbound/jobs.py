@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
+from emailrouter.crm.deadline import lambda_deadline
 from emailrouter.observability import logger
-from emailrouter.outbound.dispatch import dispatch_tenants
+from emailrouter.outbound.dispatch import RunBudget, dispatch_tenants
 from emailrouter.outbound.events import apply_ses_event, parse_ses_event
 
 if TYPE_CHECKING:
+    from emailrouter.crm.deadline import RemainingTime
     from emailrouter.outbound.dispatch import DispatchResult
     from emailrouter.outbound.events import SesEvent
     from emailrouter.outbound.send import SendResult
@@ -18,13 +21,26 @@ if TYPE_CHECKING:
     from emailrouter.runtime import Runtime
 
 
-def dispatch_all_tenants(runtime: Runtime) -> list[DispatchResult]:
-    """Every tenant's new send jobs, queued round-robin across tenants (see outbound.dispatch).
+def dispatch_all_tenants(runtime: Runtime, context: RemainingTime | None = None) -> list[DispatchResult]:
+    """Every tenant's new send jobs, queued round-robin across tenants (see outbound.dispatch),
+    within the invocation's remaining time when `context` gives it.
 
     A tenant whose CRM is unreachable is reported and skipped; the others still dispatch.
     """
+    budget = None
+    if context is not None:
+        # A job's claim lasts as long as this invocation can live: past that it was queued or lost.
+        claim_seconds = math.ceil(max(0, context.get_remaining_time_in_millis()) / 1000) + 1
+        budget = RunBudget(lambda_deadline(context)(), claim_seconds)
     results = dispatch_tenants(
-        runtime.tenants.all(), runtime.crm, runtime.ledger, runtime.queue, runtime.settings.outbound_queue_url
+        runtime.tenants.all(),
+        runtime.crm,
+        runtime.ledger,
+        runtime.queue,
+        runtime.settings.outbound_queue_url,
+        budget,
+        runtime.breaker,
+        runtime.faults,
     )
     for result in results:
         if result.error:

@@ -15,7 +15,7 @@ set's event destination → `ses_events`, which records it on the intent), so
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from emailrouter.clock import iso
 from emailrouter.crm.emails import (
@@ -46,6 +46,11 @@ if TYPE_CHECKING:
     from emailrouter.outbound.models import OutboundEmail
     from emailrouter.outbound.ses import SesSender
     from emailrouter.tenancy.models import TenantConfig
+    from emailrouter.tenancy.sending import SendingIdentities
+
+
+class SendingLookup(Protocol):
+    def get_sending(self, tenant_id: str) -> SendingIdentities: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +70,10 @@ class OutboundSender:
         ses: SesSender,
         region: str,
         faults: FaultPoints = NO_FAULTS,
+        *,
+        sending: SendingLookup,
     ) -> None:
+        self._sending = sending
         self._crm = crm
         self._ledger = ledger
         self._ses = ses
@@ -108,6 +116,12 @@ class OutboundSender:
             rendered = render_mime(outbound)
         except RenderError as error:
             return self._fail(client, tenant, email_id, email.etag, f"cannot render: {error}")
+        # A tenant sends only as the identities the operator gave it, through its own SES tenant:
+        # checked before the claim, so a refused email is never handed to SES.
+        sending = self._sending.get_sending(tenant_id)
+        refusal = sending.refusal(tenant_id, rendered.from_address)
+        if refusal:
+            return self._fail(client, tenant, email_id, email.etag, refusal)
         if email.statuscode == STATUS_PENDING_SEND:
             claim: dict[str, object] = {
                 "statecode": STATE_COMPLETED,
@@ -130,8 +144,7 @@ class OutboundSender:
             ses_id = self._ses.send(
                 rendered,
                 from_address=rendered.from_address,
-                tenant_name=tenant.outbound.ses_tenant_name,
-                configuration_set=tenant.outbound.configuration_set,
+                tenant_name=sending.ses_tenant_name,
                 tags={"tenant_id": tenant_id, "email_id": email_id},
             )
         except ThrottledError as error:

@@ -70,7 +70,6 @@ class SesSender:
         *,
         from_address: str,
         tenant_name: str | None,
-        configuration_set: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> str:
         """Send `rendered` as-is and return SES's MessageId (``0100…-000000``).
@@ -79,16 +78,17 @@ class SesSender:
         content the Destination is only the SMTP envelope; the visible To/Cc are the message's
         own headers. `tenant_name` scopes the send to an SES tenant when the installed botocore
         knows the parameter (it is dropped otherwise; see `supports_tenant_name`).
-        `configuration_set` overrides the sender's default for this message; `tags` become SES
-        message tags, which SES copies into every event about the message (`mail.tags`).
+        Every message goes through the sender's configuration set (the deployment's: its event
+        destination is what settles interrupted sends); `tags` become SES message tags, which
+        SES copies into every event about the message (`mail.tags`).
         """
         request: dict[str, Any] = {
             "FromEmailAddress": from_address,
             "Destination": {"ToAddresses": list(rendered.recipients)},
             "Content": {"Raw": {"Data": rendered.raw}},
         }
-        if configuration_set or self._configuration_set:
-            request["ConfigurationSetName"] = configuration_set or self._configuration_set
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
         if tags:
             request["EmailTags"] = [{"Name": name, "Value": value} for name, value in tags.items()]
         if tenant_name and self.supports_tenant_name:

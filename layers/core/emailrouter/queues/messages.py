@@ -30,6 +30,7 @@ class InboundMessage(BaseModel):
     raw_b64: str | None = None
     raw_s3_key: str | None = None
     replay_of: str | None = None  # ledger key when an operator replays a quarantined message
+    source_identity: str | None = None  # header hash at fetch: checked before deleting at the source
 
 
 class OutboundJob(BaseModel):

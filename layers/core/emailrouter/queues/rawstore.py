@@ -37,6 +37,35 @@ class RawMailStore:
         _check_owner(tenant_id, key)
         return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
 
+    def size(self, tenant_id: str, key: str) -> int:
+        """The object's length from a HEAD request: nothing of it is read."""
+        _check_owner(tenant_id, key)
+        return int(self._s3.head_object(Bucket=self._bucket, Key=key)["ContentLength"])
+
+    def get_head(self, tenant_id: str, key: str, limit: int) -> bytes:
+        """At most the first `limit` bytes (a ranged GET): enough for a header block."""
+        _check_owner(tenant_id, key)
+        response = self._s3.get_object(Bucket=self._bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        return bytes(response["Body"].read(limit))
+
+    def keep(self, tenant_id: str, key: str, kind: str) -> str:
+        """Copy an object under another kind (`quarantine/…`) inside S3, without reading it here."""
+        _check_owner(tenant_id, key)
+        target = "/".join([kind, *key.split("/")[1:]])
+        if target != key:
+            self._s3.copy_object(
+                Bucket=self._bucket,
+                Key=target,
+                CopySource={"Bucket": self._bucket, "Key": key},
+                ServerSideEncryption="AES256",
+            )
+        return target
+
+    @staticmethod
+    def digest_of(key: str) -> str:
+        """The SHA-256 of the content, which every key ends with."""
+        return key.rsplit("/", 1)[-1].removesuffix(".eml")
+
     def delete(self, tenant_id: str, key: str) -> None:
         _check_owner(tenant_id, key)
         self._s3.delete_object(Bucket=self._bucket, Key=key)

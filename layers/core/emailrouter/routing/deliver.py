@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 CLAIM_TTL_SECONDS = 120
+HEADER_BLOCK_LIMIT = 256 * 1024  # what is read of a message over the limit, to name it
 WRITE_ROUNDS = 6  # $batch rounds for throttled parts; the client's deadline bounds them in time
 
 
@@ -90,6 +91,7 @@ class Work:
     raw: bytes = b""
     parsed: ParsedMessage | None = None
     problem: str | None = None
+    oversized: int = 0  # the size of a message over the tenant's limit; `raw` then holds its head only
     key: str = ""
     twin_of: Work | None = None  # the same message earlier in this batch (another mailbox)
     claimed: bool = False
@@ -201,14 +203,16 @@ class _Run:
         try:
             work.tenant = self._tenants.get(work.message.tenant_id)
             work.mailbox = work.tenant.mailbox(work.message.mailbox_id)
-            work.raw = raw_bytes(work.message, self._raw)
+            work.raw = self._read_raw(work)
         except Exception as error:
             work.error = error
             return
         tenant = work.tenant
-        if len(work.raw) > tenant.max_message_bytes:
+        size = work.oversized or len(work.raw)
+        if size > tenant.max_message_bytes:
+            work.oversized = size
             work.problem = (
-                f"message of {len(work.raw)} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
+                f"message of {size} bytes exceeds the tenant's maximum of {tenant.max_message_bytes}"
             )
             # Only its header block is read: enough to name it (Message-ID, subject) in the ledger.
             with contextlib.suppress(MalformedMessageError):
@@ -218,11 +222,28 @@ class _Run:
                 work.parsed = parse_message(work.raw, max_attachment_bytes=tenant.max_attachment_bytes)
             except MalformedMessageError as error:
                 work.problem = f"not parseable as mail: {error}"
-        work.key = raw_key(work.raw) if work.parsed is None else message_key(work.parsed)
+        if work.parsed is not None:
+            work.key = message_key(work.parsed)
+        elif work.message.raw_s3_key:
+            work.key = "raw-" + self._raw.digest_of(work.message.raw_s3_key)[:36]  # raw_key of the whole
+        else:
+            work.key = raw_key(work.raw)
         if work.message.raw_s3_key and work.problem is None:
             # Large mail came through S3: its bytes are not held while the email is built
             # (a quarantine reads them again).
             work.raw = b""
+
+    def _read_raw(self, work: Work) -> bytes:
+        """The message's bytes; from S3, only its head when the object's size is over the limit,
+        so a huge object costs the worker one HEAD and one ranged GET."""
+        key = work.message.raw_s3_key
+        if key is None:
+            return raw_bytes(work.message, self._raw)
+        size = self._raw.size(work.tenant.tenant_id, key)
+        if size <= work.tenant.max_message_bytes:
+            return raw_bytes(work.message, self._raw)
+        work.oversized = size
+        return self._raw.get_head(work.tenant.tenant_id, key, HEADER_BLOCK_LIMIT)
 
     def _claim(self, works: list[Work]) -> None:
         first: dict[tuple[str, str], Work] = {}
@@ -355,18 +376,39 @@ class _Run:
         correlator = self._correlators[tenant.tenant_id]
         tenant_index = {sk: item for (t, sk), item in index.items() if t == tenant.tenant_id}
         try:
-            correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
-            resolved = connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox))
+            resolved = self._look_up(works, connection, correlator, tenant_index)
         except Exception as error:
+            if is_retryable(error) or len(works) == 1:
+                for work in works:
+                    self._fail(work, error)
+                return
+            # The CRM refused something one message brought (an address, a Message-ID): find
+            # which, message by message, so the others go on.
+            resolved = {}
             for work in works:
-                self._fail(work, error)
-            return
+                try:
+                    resolved.update(self._look_up([work], connection, correlator, tenant_index))
+                except Exception as own_error:
+                    self._fail(work, own_error)
+            works = [w for w in works if w.open]
         for work in works:
             try:
                 self._build(work, connection, correlator, resolved)
             except Exception as error:
                 self._fail(work, error)
         self._write(connection, [w for w in works if w.open and w.body is not None])
+
+    def _look_up(
+        self,
+        works: list[Work],
+        connection: CrmConnection,
+        correlator: TenantCorrelator,
+        tenant_index: dict[str, dict[str, Any]],
+    ) -> dict[str, tuple[PartyMatch, ...]]:
+        """Correlate the messages and resolve their addresses: the CRM reads of the batch."""
+        correlator.correlate_all([w.candidate for w in works if w.candidate is not None], tenant_index)
+        cap = works[0].tenant.parties.max_resolved_per_message
+        return connection.parties.resolve(a for w in works for a in _addresses(w.parsed, w.mailbox, cap))
 
     def _limit_loops(self, works: list[Work], index: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Per-sender loop protection: the stored count plus this batch's earlier messages."""
@@ -417,6 +459,9 @@ class _Run:
         for twin in self._twins_of(work):
             if twin.mailbox.address not in named and twin.mailbox.address not in bcc:
                 bcc.append(twin.mailbox.address)
+        # Recipients past the tenant's cap stay unresolved parties, whatever other messages resolved.
+        looked_up = {*_addresses(parsed, mailbox, tenant.parties.max_resolved_per_message), *bcc}
+        resolved = {address: matches for address, matches in resolved.items() if address in looked_up}
         work.body = incoming_email_body(
             email_id,
             parsed,
@@ -477,11 +522,14 @@ class _Run:
 
     def _quarantine(self, work: Work, reason: str) -> None:
         try:
-            if not work.raw:
-                work.raw = raw_bytes(work.message, self._raw)
-            work.raw_s3_key = self._raw.put(
-                work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
-            )
+            if work.oversized and work.message.raw_s3_key:
+                work.raw_s3_key = self._raw.keep(work.tenant.tenant_id, work.message.raw_s3_key, "quarantine")
+            else:
+                if not work.raw:
+                    work.raw = raw_bytes(work.message, self._raw)
+                work.raw_s3_key = self._raw.put(
+                    work.tenant.tenant_id, work.mailbox.mailbox_id, work.raw, kind="quarantine"
+                )
         except Exception as error:
             work.error = error
             return
@@ -535,6 +583,7 @@ class _Run:
                         work.message.source_ref,
                         work.key,
                         work.mailbox.delete_after_processing and not work.keep_at_source,
+                        work.message.source_identity,
                     )
                 }
             )
@@ -585,7 +634,7 @@ class _Run:
             work.error = first.error or ClaimBusyError(f"message {work.key} is handled by another delivery")
 
 
-def _header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
+def _header_block(raw: bytes, limit: int = HEADER_BLOCK_LIMIT) -> bytes:
     head = raw[:limit]
     for separator in (b"\r\n\r\n", b"\n\n"):
         end = head.find(separator)
@@ -594,10 +643,16 @@ def _header_block(raw: bytes, limit: int = 256 * 1024) -> bytes:
     return head
 
 
-def _addresses(parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None) -> list[str]:
+def _addresses(
+    parsed: ParsedMessage | None, mailbox: MailboxConfig | None = None, cap: int | None = None
+) -> list[str]:
+    """The addresses of a message to resolve: its sender, the tracked mailbox, and its first `cap`
+    distinct recipients in header order (To, Cc, Bcc)."""
     if parsed is None:
         return []
     addresses = [a.email for a in (*parsed.to, *parsed.cc, *parsed.bcc)]
+    if cap is not None:
+        addresses = list(dict.fromkeys(addresses))[:cap]
     if parsed.sender is not None:
         addresses.append(parsed.sender.email)
     if mailbox is not None:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from emailrouter.observability import count, logger
 from emailrouter.routing.acknowledge import acknowledge_mailbox
 from emailrouter.routing.outcomes import DeliveryResult
-from emailrouter.sources.errors import SourceError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -56,17 +55,19 @@ def deliver_messages(
 def acknowledge_batch(runtime: Runtime, delivered: Iterable[InboundMessage]) -> int:
     """Delete at the source what this batch finished, one session per mailbox.
 
-    A failure here loses nothing: the ledger keeps the ack pending and the next poll retries it.
+    Best effort, after the outcomes are committed: a failure here, of whatever kind, loses nothing
+    (the ledger keeps the ack pending and the next poll retries it) and must not send a batch of
+    finished messages, other tenants' among them, back to the queue to be delivered again.
     """
     runtime.faults.reach("before_source_ack")
     mailboxes = sorted({(m.tenant_id, m.mailbox_id) for m in delivered})
     deleted = 0
     for tenant_id, mailbox_id in mailboxes:
-        tenant = runtime.tenant_cache.get(tenant_id)
-        mailbox = tenant.mailbox(mailbox_id)
-        if not mailbox.delete_after_processing:
-            continue
         try:
+            tenant = runtime.tenant_cache.get(tenant_id)
+            mailbox = tenant.mailbox(mailbox_id)
+            if not mailbox.delete_after_processing:
+                continue
             deleted += len(
                 acknowledge_mailbox(
                     runtime.ledger,
@@ -76,8 +77,11 @@ def acknowledge_batch(runtime: Runtime, delivered: Iterable[InboundMessage]) -> 
                     allow_private=runtime.settings.local_mode,
                 )
             )
-        except SourceError as error:
+        except Exception as error:
             logger.warning(
-                "acknowledgement deferred to the next poll", tenant_id=tenant_id, reason=str(error)
+                "acknowledgement deferred to the next poll",
+                tenant_id=tenant_id,
+                mailbox_id=mailbox_id,
+                reason=f"{type(error).__name__}: {error}"[:300],
             )
     return deleted

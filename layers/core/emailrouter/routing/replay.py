@@ -42,7 +42,7 @@ def replay_quarantined(runtime: Runtime, tenant_id: str, message_key: str) -> De
         raise ReplayError(
             f"message {message_key} could not be reopened (replayed already?): {error}"
         ) from None
-    size = len(runtime.raw_store.get(tenant_id, record.raw_s3_key))
+    size = runtime.raw_store.size(tenant_id, record.raw_s3_key)
     message = InboundMessage(
         tenant_id=tenant_id,
         mailbox_id=record.mailbox_id,

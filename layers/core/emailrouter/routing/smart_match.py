@@ -3,6 +3,12 @@ strips prefixes such as RE: and FW:, and the tracking token is removed) and the 
 addresses are hashed; an earlier email matches when its subject hashes are the same (subject delta
 0) and at least HashMinAddressCount participant hashes are shared. At most HashMaxCount hashes of
 each kind are kept per email.
+
+Every expression here runs on untrusted text, so each is linear: the subject arrives normalised
+and at most SUBJECT_MAX_CHARS long (mime/parse.py), the built-in expressions have no two
+quantifiers that can match the same characters in turn, and the tenant's noise-word expression
+runs under the `regex` engine with a time limit (an expression that exceeds it is replaced by the
+default for that message).
 """
 
 from __future__ import annotations
@@ -13,6 +19,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import regex
+
+from emailrouter.mime.parse import SUBJECT_MAX_CHARS
+from emailrouter.observability import logger
+from emailrouter.tenancy.models import DEFAULT_NOISE_REGEX
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -20,12 +32,25 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.models import CorrelationConfig
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_FORWARD = re.compile(r"^\s*(fw|fwd|wg|tr|rv|enc|vs|doorst)\s*(\[\d+\])?\s*:", re.IGNORECASE)
+_FORWARD = re.compile(r"\s*(?:fw|fwd|wg|tr|rv|enc|vs|doorst)\s*(?:\[\d+\]\s*)?:", re.IGNORECASE)
+NOISE_TIMEOUT_SECONDS = 0.05  # a tenant's expression gets this much CPU per subject
 
 
 @lru_cache(maxsize=32)
-def _noise(expression: str) -> re.Pattern[str]:
-    return re.compile(expression, re.IGNORECASE)
+def _noise(expression: str) -> regex.Pattern[str]:
+    return regex.compile(expression, regex.IGNORECASE | regex.VERSION0)
+
+
+def strip_noise(subject: str, expression: str) -> str:
+    """`subject` without what the noise-word expression matches; the default expression is used
+    when the tenant's takes longer than NOISE_TIMEOUT_SECONDS."""
+    try:
+        return _noise(expression).sub("", subject, timeout=NOISE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        logger.warning(
+            "noise-word expression timed out; the default was used", extra={"length": len(subject)}
+        )
+        return _noise(DEFAULT_NOISE_REGEX).sub("", subject)
 
 
 def _hash(value: str) -> str:
@@ -42,7 +67,7 @@ class Fingerprint:
 
 def is_forward(subject: str) -> bool:
     """FW:, Fwd:, WG:, TR:, RV:, ENC:, VS:, Doorst: — a forward, not a reply."""
-    return bool(_FORWARD.match(subject))
+    return bool(_FORWARD.match(subject[:SUBJECT_MAX_CHARS]))
 
 
 def fingerprint(
@@ -52,11 +77,12 @@ def fingerprint(
     token_format: TrackingTokenFormat | None = None,
 ) -> Fingerprint | None:
     """None when nothing of the subject is left to match on."""
+    subject = subject[:SUBJECT_MAX_CHARS]
     if token_format is not None:
         token = token_format.find(subject)
         if token:
             subject = subject.replace(token, " ")
-    subject = _noise(settings.hash_filter_keywords).sub("", subject)
+    subject = strip_noise(subject, settings.hash_filter_keywords)
     words = [w.casefold() for w in _WORD.findall(subject)][: settings.hash_max_count]
     if not words:
         return None

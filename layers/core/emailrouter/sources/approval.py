@@ -6,20 +6,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emailrouter.crm.client import odata_literal
+from emailrouter.crm.query import eq, query_path
 
 if TYPE_CHECKING:
     from emailrouter.crm.client import DataverseClient
 
 APPROVED = 1
+MAILBOX_ROWS = 50  # mailbox records read for one address: more is a misconfigured org, not a reason to page
 _LABELS = {0: "Empty", 1: "Approved", 2: "Pending Approval", 3: "Rejected"}
 
 
 def approval_problem(client: DataverseClient, address: str) -> str | None:
     """None when the CRM mailbox for `address` is approved; otherwise why polling waits."""
-    rows = client.get_all(
-        f"mailboxes?$select=mailboxid,emailrouteraccessapproval&$filter=emailaddress eq {odata_literal(address)}"
+    query = query_path(
+        "mailboxes",
+        select=("mailboxid", "emailrouteraccessapproval"),
+        filter=eq("emailaddress", address),
+        top=MAILBOX_ROWS,
     )
+    rows = client.get(query).get("value", [])
     if not rows:
         return f"no CRM mailbox has the address {address}: it cannot be approved"
     values = {int(r.get("emailrouteraccessapproval") or 0) for r in rows}

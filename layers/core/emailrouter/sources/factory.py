@@ -23,6 +23,11 @@ def open_source(
     max_message_bytes: int | None = None,
 ) -> MailSource:
     """An unconnected source; entering its context connects and signs in."""
+    if mailbox.security == "none" and not allow_private:
+        # Refused at import too; this holds for configurations stored before that rule.
+        raise SourceConfigurationError(
+            f"mailbox {mailbox.mailbox_id}: security none (cleartext password) is for the local stack only"
+        )
     credentials = secrets.get(tenant.tenant_id, mailbox.credential_secret)
     username = str(credentials.get("username", mailbox.address))
     password = str(credentials.get("password", ""))

@@ -6,6 +6,10 @@ UIDVALIDITY (folder recreated, server migrated), every old UID is meaningless: t
 the whole folder again and `advance` starts a new cursor; the ledger's Message-ID dedupe keeps
 that from creating CRM duplicates. Bodies are read with BODY.PEEK so users still see mail as
 unread in their own client until it is processed.
+
+A ref is `<uidvalidity>:<uid>`, so a UID is never taken for the same number under another
+UIDVALIDITY: deleting a ref from an older UIDVALIDITY is refused. Refs recorded before this
+(a bare UID) are still accepted; their deletion rests on the identity check alone.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
-from emailrouter.sources.base import MailboxCursor
+from emailrouter.sources.base import DeletionReport, MailboxCursor, identity_mismatch
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -29,6 +33,7 @@ from emailrouter.sources.network import (
     Security,
     check_credentials,
     check_security,
+    connect_vetted,
     scrub,
     tls_context,
     transport_errors,
@@ -36,8 +41,12 @@ from emailrouter.sources.network import (
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterable, Iterator
     from types import TracebackType
+
+    from emailrouter.egress import IPAddress, Resolver
+    from emailrouter.sources.base import PendingDeletion
 
 DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 # UID sets per command: keeps command lines far below server line-length limits.
@@ -62,8 +71,10 @@ class ImapSource:
         allow_private: bool = False,
         folder: str = "INBOX",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        resolver: Resolver | None = None,
     ) -> None:
         self.host = host
+        self.resolver = resolver
         self.port = port
         self.username = username
         self._password = password
@@ -113,7 +124,7 @@ class ImapSource:
         floor = self._floor(cursor)
         criteria = "ALL" if floor == 0 else f"UID {floor + 1}:*"
         # "n:*" always matches the highest UID even when it is below n, hence the filter.
-        return [str(uid) for uid in sorted(self._search(criteria)) if uid > floor]
+        return [self._ref(uid) for uid in sorted(self._search(criteria)) if uid > floor]
 
     def fetch(self, source_ref: str) -> bytes:
         """The message bytes via BODY.PEEK[] (leaves \\Seen alone), capped at max_message_bytes.
@@ -121,7 +132,9 @@ class ImapSource:
         The size is checked first (RFC822.SIZE) so an oversize message is never downloaded; the
         partial fetch `<0.limit+1>` bounds memory even if the server under-reports the size.
         """
-        uid = _uid(source_ref)
+        uid = self._current_uid(source_ref)
+        if uid is None:
+            raise MessageNotFoundError(source_ref)
         size = self._size(uid, source_ref)
         if size > self.max_message_bytes:
             raise MessageTooLargeError(source_ref, size, self.max_message_bytes)
@@ -140,39 +153,95 @@ class ImapSource:
         first), since everything at or below last_uid counts as done.
         """
         floor = self._floor(cursor)
-        uids = [_uid(ref) for ref in handed_off]
+        uids = [uid for uid in map(self._current_uid, handed_off) if uid is not None]
         last = max([floor, *uids])
         return cursor.model_copy(
             update={"uidvalidity": self._uidvalidity, "last_uid": last if last > 0 else None}
         )
 
     def present(self, source_refs: Iterable[str]) -> list[str]:
+        """Which refs still name a message here (same UIDVALIDITY, UID not expunged)."""
         refs = list(dict.fromkeys(source_refs))
-        found = self._existing([_uid(ref) for ref in refs])
-        return [ref for ref in refs if _uid(ref) in found]
+        uids = {ref: self._current_uid(ref) for ref in refs}
+        found = self._existing([uid for uid in uids.values() if uid is not None])
+        return [ref for ref in refs if uids[ref] in found]
 
-    def delete(self, source_refs: Iterable[str]) -> list[str]:
-        """Flag \\Deleted and expunge just those UIDs (UID EXPUNGE, RFC 4315).
+    def delete(self, pending: Iterable[PendingDeletion]) -> DeletionReport:
+        """Flag \\Deleted and expunge just those UIDs (UID EXPUNGE, RFC 4315), each only after
+        its headers are checked against what was fetched.
 
-        Without UIDPLUS the fallback EXPUNGE also removes messages other clients flagged
-        \\Deleted, as any client of such a server would. Returns the refs verified gone.
+        A ref from another UIDVALIDITY, or whose message's headers differ, is dropped: its UID
+        may now be someone else's mail. Without UIDPLUS there is no EXPUNGE of just our UIDs
+        (a plain EXPUNGE would also remove what other clients flagged \\Deleted): the messages
+        stay flagged, count as deleted, and the report says so in `warnings`.
         """
-        targets = sorted(self._existing([_uid(ref) for ref in source_refs]))
+        self._session()
+        report = DeletionReport()
+        wanted: dict[int, PendingDeletion] = {}
+        for item in {p.source_ref: p for p in pending}.values():
+            validity, uid = _parse_ref(item.source_ref)
+            if validity is not None and validity != self._uidvalidity:
+                report.dropped[item.source_ref] = (
+                    f"UIDVALIDITY is now {self._uidvalidity}, not {validity}: UID {uid} may be another message"
+                )
+                continue
+            wanted[uid] = item
+        headers = self._headers(sorted(self._existing(list(wanted))))
+        targets: list[int] = []
+        for uid, item in wanted.items():
+            if uid not in headers:
+                report.gone.append(item.source_ref)
+                continue
+            problem = identity_mismatch(item, headers[uid])
+            if problem is not None:
+                report.dropped[item.source_ref] = problem
+                continue
+            targets.append(uid)
         if not targets:
-            return []
+            return report
+        targets.sort()
         for batch in _batches(targets):
             self._uid_command("STORE", batch, "+FLAGS.SILENT", "(\\Deleted)")
         if "UIDPLUS" in self._capabilities:
             for batch in _batches(targets):
                 self._uid_command("EXPUNGE", batch)
+            remaining = self._existing(targets)
+            report.deleted = [wanted[uid].source_ref for uid in targets if uid not in remaining]
         else:
-            imap = self._session()
-            with self._errors("EXPUNGE"):
-                typ, data = imap.expunge()
-            if typ != "OK":
-                raise SourceError(f"EXPUNGE failed: {scrub(repr(data), self._password)}")
-        remaining = self._existing(targets)
-        return [str(uid) for uid in targets if uid not in remaining]
+            # Flagged is as far as we go: the owner's client (or the server) expunges them later.
+            report.deleted = [wanted[uid].source_ref for uid in targets]
+            report.warnings += self.delete_caveats()
+        return report
+
+    def delete_caveats(self) -> list[str]:
+        """What deleting on this server cannot do as asked (connects if needed)."""
+        self._session()
+        if "UIDPLUS" in self._capabilities:
+            return []
+        return [
+            f"{self.host} lacks UIDPLUS: deleted messages are flagged \\Deleted and left for the "
+            "owner's client to expunge (EXPUNGE would also remove what other clients flagged)"
+        ]
+
+    def _ref(self, uid: int) -> str:
+        return f"{self._uidvalidity}:{uid}"
+
+    def _current_uid(self, ref: str) -> int | None:
+        """The UID `ref` names in this folder, or None when it belongs to another UIDVALIDITY."""
+        self._session()
+        validity, uid = _parse_ref(ref)
+        return uid if validity is None or validity == self._uidvalidity else None
+
+    def _headers(self, uids: list[int]) -> dict[int, bytes]:
+        """UID → header block (BODY.PEEK[HEADER]) of those still in the folder."""
+        found: dict[int, bytes] = {}
+        for batch in _batches(uids):
+            for item in self._uid_command("FETCH", batch, "(BODY.PEEK[HEADER])"):
+                if isinstance(item, tuple) and b"BODY[HEADER]" in item[0]:
+                    match = _UID_ITEM.search(item[0])
+                    if match is not None:
+                        found[int(match.group(1))] = item[1]
+        return found
 
     def _floor(self, cursor: MailboxCursor) -> int:
         """The UID at or below which everything is handed off; 0 when the cursor does not apply."""
@@ -187,15 +256,13 @@ class ImapSource:
 
     def _connect(self) -> imaplib.IMAP4:
         check_credentials(self.username, self._password)
-        vet_host(self.host, allow_private=self.allow_private)
+        addresses = vet_host(self.host, allow_private=self.allow_private, resolver=self.resolver)
         where = f"IMAP {self.host}:{self.port}"
         with self._errors(f"connecting to {where}", transient=True):
             if self.security == "ssl":
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                    self.host, self.port, ssl_context=tls_context(), timeout=self.timeout
-                )
+                imap: imaplib.IMAP4 = _PinnedIMAP4SSL(self.host, self.port, self.timeout, addresses)
             else:
-                imap = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+                imap = _PinnedIMAP4(self.host, self.port, self.timeout, addresses)
         try:
             if self.security == "starttls":
                 if "STARTTLS" not in imap.capabilities:
@@ -303,6 +370,29 @@ class ImapSource:
                 imap.shutdown()
 
 
+class _PinnedIMAP4(imaplib.IMAP4):
+    """IMAP4 connected to vetted addresses; `host` stays the name (SNI for STARTTLS)."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return connect_vetted(self._addresses, self.port, timeout)
+
+
+class _PinnedIMAP4SSL(imaplib.IMAP4_SSL):
+    """IMAP4 over TLS to vetted addresses, the certificate checked against the name."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, ssl_context=tls_context(), timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = connect_vetted(self._addresses, self.port, timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
 def mailbox_argument(folder: str) -> str:
     """The folder name as an IMAP quoted string in modified UTF-7 (RFC 3501 §5.1.3).
 
@@ -344,10 +434,12 @@ def _matches_uid(header: bytes, uid: int) -> bool:
     return match is not None and int(match.group(1)) == uid
 
 
-def _uid(ref: str) -> int:
-    if not ref.isdigit() or int(ref) <= 0:
-        raise SourceError(f"{ref!r} is not an IMAP UID")
-    return int(ref)
+def _parse_ref(ref: str) -> tuple[int | None, int]:
+    """(uidvalidity, uid) of a ref; uidvalidity is None for a bare UID (refs recorded before)."""
+    validity, _, uid = ref.rpartition(":")
+    if (validity and not validity.isdigit()) or not uid.isdigit() or int(uid) <= 0:
+        raise SourceError(f"{ref!r} is not an IMAP ref (<uidvalidity>:<uid>)")
+    return (int(validity) if validity else None), int(uid)
 
 
 def _batches(uids: list[int]) -> Iterator[str]:

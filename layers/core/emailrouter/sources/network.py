@@ -1,5 +1,9 @@
 """What the POP3 and IMAP sources share: the egress check, TLS, and mapping socket failures.
 
+The server's name is resolved once, by `vet_host`; the session connects to those vetted
+addresses (`connect_vetted`) and keeps the name for SNI and the certificate check, so a DNS
+answer that changes between the check and the connection (rebinding) changes nothing.
+
 Both protocols fail the same ways at the transport level (refused, reset, timed out, closed
 mid-response), and those must reach the poller as TransientSourceError so the mailbox is retried
 on the next poll rather than marked broken. Server replies are scrubbed of the password before
@@ -8,28 +12,44 @@ they go into an exception, because exception text ends up in logs and in mailbox
 
 from __future__ import annotations
 
+import socket
 import ssl
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
-from emailrouter.egress import ForbiddenHostError, check_host
+from emailrouter.egress import ForbiddenHostError, vetted_addresses
 from emailrouter.sources.errors import SourceConfigurationError, TransientSourceError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from emailrouter.egress import IPAddress, Resolver
+
 Security = Literal["none", "ssl", "starttls"]
 SECURITY_MODES: tuple[Security, ...] = ("none", "ssl", "starttls")
 
 
-def vet_host(host: str, *, allow_private: bool) -> None:
-    """Refuse a forbidden host as a configuration error; an unresolvable one as transient."""
+def vet_host(host: str, *, allow_private: bool, resolver: Resolver | None = None) -> list[IPAddress]:
+    """The addresses to connect to for `host`, resolved once. A forbidden host is a
+    configuration error; an unresolvable one transient."""
     try:
-        check_host(host, allow_private=allow_private)
+        return vetted_addresses(host, allow_private=allow_private, resolver=resolver)
     except ForbiddenHostError as exc:
         raise SourceConfigurationError(str(exc)) from exc
     except OSError as exc:
         raise TransientSourceError(f"cannot resolve mail server {host!r}: {exc}") from exc
+
+
+def connect_vetted(addresses: list[IPAddress], port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection to the first of `addresses` that answers (as `create_connection` tries
+    each address of a name), never to anything resolved anew."""
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((str(address), port), timeout)
+        except OSError as exc:
+            last = exc
+    raise last or OSError("no address to connect to")
 
 
 def check_security(security: str) -> Security:

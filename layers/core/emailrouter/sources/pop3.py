@@ -4,6 +4,10 @@ POP3 has no server-side "new" marker, so the cursor remembers which UIDLs were a
 off and the poller asks only for the rest. Message numbers are valid only within one session, so
 refs are UIDLs and each session maps UIDL → number. Deletions (DELE) take effect only when the
 server accepts QUIT (RFC 1939 UPDATE state); until then nothing is gone.
+
+A UIDL is unique only within one maildrop: after a mailbox is re-created or moved to another
+server, the same UIDL can name a different message. So before DELE the message's headers are
+read (TOP n 0) and checked against what was fetched.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import poplib
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO
 
-from emailrouter.sources.base import MailboxCursor
+from emailrouter.sources.base import DeletionReport, MailboxCursor, identity_mismatch
 from emailrouter.sources.errors import (
     AuthenticationError,
     MessageNotFoundError,
@@ -25,6 +29,7 @@ from emailrouter.sources.network import (
     Security,
     check_credentials,
     check_security,
+    connect_vetted,
     scrub,
     tls_context,
     transport_errors,
@@ -32,13 +37,19 @@ from emailrouter.sources.network import (
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Iterable, Iterator
     from types import TracebackType
+
+    from emailrouter.egress import IPAddress, Resolver
+    from emailrouter.sources.base import PendingDeletion
 
 DEFAULT_MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 # RFC 3206 response codes saying "try again later" rather than "wrong credentials".
 _TEMPORARY_CODES = ("[IN-USE]", "[SYS/TEMP]")
+# Headers read to check a message's identity before DELE; a longer header block is not ours.
+_MAX_HEADER_BYTES = 1024 * 1024
 
 
 class Pop3Source:
@@ -58,8 +69,10 @@ class Pop3Source:
         timeout: float = 30.0,
         allow_private: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        resolver: Resolver | None = None,
     ) -> None:
         self.host = host
+        self.resolver = resolver
         self.port = port
         self.username = username
         self._password = password
@@ -116,15 +129,20 @@ class Pop3Source:
         size = self._sizes.get(number)
         if size is not None and size > self.max_message_bytes:
             raise MessageTooLargeError(source_ref, size, self.max_message_bytes)
+        return self._multiline(f"RETR {number}", source_ref, self.max_message_bytes)
+
+    def _multiline(self, command: str, source_ref: str, limit: int) -> bytes:
+        """Send `command` and read its dot-terminated reply (at most `limit` bytes kept)."""
         pop = self._session()
-        with self._errors(f"RETR {source_ref}"):
-            pop.sock.sendall(f"RETR {number}\r\n".encode("ascii"))
+        verb = command.split()[0]
+        with self._errors(f"{verb} {source_ref}"):
+            pop.sock.sendall(f"{command}\r\n".encode("ascii"))
             status = pop.file.readline(_READ_CHUNK)
             if not status.startswith(b"+OK"):
                 if not status:
-                    raise EOFError("connection closed before the RETR reply")
-                raise SourceError(f"RETR {source_ref} refused: {scrub(status, self._password)}")
-            return _read_multiline(pop.file, source_ref, self.max_message_bytes)
+                    raise EOFError(f"connection closed before the {verb} reply")
+                raise SourceError(f"{verb} {source_ref} refused: {scrub(status, self._password)}")
+            return _read_multiline(pop.file, source_ref, limit)
 
     def advance(self, cursor: MailboxCursor, handed_off: Iterable[str]) -> MailboxCursor:
         """Remember `handed_off`; forget seen UIDLs that are no longer on the server.
@@ -140,30 +158,39 @@ class Pop3Source:
         on_server = self._listing()
         return [ref for ref in source_refs if ref in on_server]
 
-    def delete(self, source_refs: Iterable[str]) -> list[str]:
-        """DELE each ref still on the server, then QUIT to commit; returns the refs deleted.
+    def delete(self, pending: Iterable[PendingDeletion]) -> DeletionReport:
+        """DELE each message still on the server whose headers (TOP n 0) match what was fetched,
+        then QUIT to commit. Refs whose message differs are dropped, never deleted.
 
         If QUIT is not acknowledged, the server may not have entered its UPDATE state: raises
         TransientSourceError (nothing can be claimed deleted; `present` tells later). The session
         ends either way; the next call reconnects.
         """
         on_server = self._listing()
-        pop = self._session()
+        report = DeletionReport()
         marked: list[str] = []
-        for ref in dict.fromkeys(source_refs):
+        for item in {p.source_ref: p for p in pending}.values():
+            ref = item.source_ref
             number = on_server.get(ref)
             if number is None:
+                report.gone.append(ref)
                 continue
+            problem = identity_mismatch(item, self._headers(number, ref))
+            if problem is not None:
+                report.dropped[ref] = problem
+                continue
+            pop = self._session()
             with self._errors(f"DELE {ref}"):
                 try:
                     pop.dele(number)
                 except poplib.error_proto as exc:
                     if _is_eof(exc):
                         raise
-                    continue  # already marked or refused: not deleted, the caller sees it missing
+                    continue  # already marked or refused: not deleted, stays pending
             marked.append(ref)
         if not marked:
-            return []
+            return report
+        pop = self._session()
         self._pop, self._numbers = None, None
         try:
             with self._errors("QUIT"):
@@ -174,7 +201,26 @@ class Pop3Source:
             ) from exc
         finally:
             pop.close()
-        return marked
+        report.deleted = marked
+        return report
+
+    def delete_caveats(self) -> list[str]:
+        """Nothing: DELE removes exactly the messages named."""
+        return []
+
+    def _headers(self, number: int, ref: str) -> bytes:
+        """The message's header block: TOP n 0, or the start of RETR where TOP is refused."""
+        try:
+            return self._multiline(f"TOP {number} 0", ref, _MAX_HEADER_BYTES)
+        except MessageTooLargeError:
+            return b""  # matches no recorded identity: the deletion is dropped
+        except TransientSourceError:
+            raise
+        except SourceError:
+            try:
+                return self._multiline(f"RETR {number}", ref, self.max_message_bytes)
+            except MessageTooLargeError:
+                return b""
 
     def _session(self) -> poplib.POP3:
         if self._pop is None:
@@ -183,15 +229,13 @@ class Pop3Source:
 
     def _connect(self) -> poplib.POP3:
         check_credentials(self.username, self._password)
-        vet_host(self.host, allow_private=self.allow_private)
+        addresses = vet_host(self.host, allow_private=self.allow_private, resolver=self.resolver)
         where = f"POP3 {self.host}:{self.port}"
         with self._errors(f"connecting to {where}", greeting=True):
             if self.security == "ssl":
-                pop: poplib.POP3 = poplib.POP3_SSL(
-                    self.host, self.port, timeout=self.timeout, context=tls_context()
-                )
+                pop: poplib.POP3 = _PinnedPOP3SSL(self.host, self.port, self.timeout, addresses)
             else:
-                pop = poplib.POP3(self.host, self.port, timeout=self.timeout)
+                pop = _PinnedPOP3(self.host, self.port, self.timeout, addresses)
         try:
             if self.security == "starttls":
                 with self._errors(f"STLS on {where}", configuration=True):
@@ -248,6 +292,30 @@ class Pop3Source:
         pop, self._pop, self._numbers = self._pop, None, None
         if pop is not None:
             pop.close()
+
+
+class _PinnedPOP3(poplib.POP3):
+    """POP3 connected to vetted addresses; `host` stays the name (SNI for STLS)."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return connect_vetted(self._addresses, self.port, timeout)
+
+
+class _PinnedPOP3SSL(poplib.POP3_SSL):
+    """POP3 over TLS to vetted addresses, the certificate checked against the name."""
+
+    def __init__(self, host: str, port: int, timeout: float, addresses: list[IPAddress]) -> None:
+        self._addresses = addresses
+        self._tls = tls_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = connect_vetted(self._addresses, self.port, timeout)
+        return self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 @contextmanager

@@ -1,8 +1,11 @@
 """`emailrouter tenants import FILE.yaml`: validate a tenants file and store it, idempotently.
 
-The file holds one tenant or a list under `tenants:`. `${NAME}` placeholders are replaced from
-the environment, so files in the repository never carry secret values. An optional `secrets:`
-mapping (name → JSON object) is written to Secrets Manager under the tenant's prefix.
+The file holds one tenant or a list under `tenants:`. An optional `secrets:` mapping (name →
+JSON object) is written to Secrets Manager under the tenant's prefix. `${NAME}` placeholders
+in the string values under `secrets:` are replaced from the environment after the file is
+parsed, so files in the repository never carry secret values and a value stays exactly the
+string it was (`0755`, `yes`, `a #b`). Placeholders anywhere else are refused: no environment
+variable can reach a configuration field. Errors name the place and the variable, never a value.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from emailrouter import aws
+from emailrouter.config import get_settings
 from emailrouter.tenancy.errors import InvalidTenantFileError
 from emailrouter.tenancy.models import TenantConfig
 from emailrouter.tenancy.secrets import SECRET_PREFIX, belongs_to
@@ -37,20 +41,41 @@ class ImportResult:
     secrets_written: list[str] = field(default_factory=list)
 
 
-def _expand(text: str, env: dict[str, str]) -> str:
-    missing = sorted({name for name in _PLACEHOLDER.findall(text) if name not in env})
+def _expand_secret(value: Any, env: dict[str, str], where: str) -> Any:
+    """The secret's value with placeholders in its strings replaced; keys and non-strings stay."""
+    if isinstance(value, dict):
+        return {key: _expand_secret(item, env, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_secret(item, env, f"{where}[{index}]") for index, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    missing = sorted({name for name in _PLACEHOLDER.findall(value) if name not in env})
     if missing:
-        raise InvalidTenantFileError(f"environment variables not set: {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda match: env[match.group(1)], text)
+        raise InvalidTenantFileError(f"{where}: environment variables not set: {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda match: env[match.group(1)], value)
+
+
+def _refuse_placeholders(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_placeholders(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_placeholders(item, f"{where}[{index}]")
+    elif isinstance(value, str) and _PLACEHOLDER.search(value):
+        raise InvalidTenantFileError(f"{where}: ${{…}} placeholders are replaced only under secrets:")
 
 
 def load_tenants_file(
-    path: Path, env: dict[str, str] | None = None
+    path: Path, env: dict[str, str] | None = None, local_mode: bool | None = None
 ) -> list[tuple[TenantConfig, dict[str, Any]]]:
-    """Parse and validate; returns each tenant with the secrets its file declares."""
+    """Parse and validate; returns each tenant with the secrets its file declares. Outside local
+    mode (LOCAL_MODE unless given) the deployed rules hold: no cleartext mailbox, no early resend."""
+    if local_mode is None:
+        local_mode = get_settings().local_mode
+    environment = dict(os.environ) if env is None else env
     try:
-        text = _expand(path.read_text(encoding="utf-8"), dict(os.environ) if env is None else env)
-        document = yaml.safe_load(text)
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise InvalidTenantFileError(f"{path}: {error}") from None
     entries = document.get("tenants", [document]) if isinstance(document, dict) else None
@@ -61,16 +86,44 @@ def load_tenants_file(
         if not isinstance(entry, dict):
             raise InvalidTenantFileError(f"{path}: tenants[{index}] is not a mapping")
         secrets = entry.pop("secrets", {}) or {}
+        _refuse_operator_keys(path, index, entry)
+        _refuse_placeholders(entry, f"tenants[{index}]")
+        if not isinstance(secrets, dict):
+            raise InvalidTenantFileError(f"{path}: tenants[{index}].secrets is not a mapping")
         try:
-            tenant = TenantConfig.model_validate(entry)
+            tenant = TenantConfig.model_validate(entry, context={"local_mode": local_mode})
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+                ": ".join(filter(None, (".".join(str(p) for p in item["loc"]), item["msg"])))
+                for item in error.errors()
             )
             raise InvalidTenantFileError(f"{path}: tenants[{index}]: {problems}") from None
         _check_secret_names(tenant, secrets)
+        secrets = {
+            name: _expand_secret(value, environment, f"secret {name}") for name, value in secrets.items()
+        }
         result.append((tenant, secrets))
     return result
+
+
+# What a tenant's file may not decide: where its mail goes out, and as whom (tenancy/sending.py).
+_OPERATOR_KEYS = {
+    "configuration_set": "every send uses the deployment's configuration set (template.yaml)",
+    "ses_tenant_name": "the SES tenant is created by the operator: `emailrouter tenants identities add`",
+}
+
+
+def _refuse_operator_keys(path: Path, index: int, entry: dict[str, Any]) -> None:
+    outbound = entry.get("outbound")
+    found = [key for key in _OPERATOR_KEYS if isinstance(outbound, dict) and key in outbound]
+    if "sending_identities" in entry:
+        raise InvalidTenantFileError(
+            f"{path}: tenants[{index}]: sending_identities cannot be set in a tenant file; "
+            "the operator sets them with `emailrouter tenants identities add`"
+        )
+    if found:
+        reasons = "; ".join(f"outbound.{key}: {_OPERATOR_KEYS[key]}" for key in found)
+        raise InvalidTenantFileError(f"{path}: tenants[{index}]: not settable in a tenant file: {reasons}")
 
 
 def _check_secret_names(tenant: TenantConfig, secrets: dict[str, Any]) -> None:

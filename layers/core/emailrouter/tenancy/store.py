@@ -4,6 +4,8 @@ Layout (pk / sk):
   TENANT#<id> / CONFIG            the TenantConfig as JSON
   TENANT#<id> / CURSOR#<mailbox>  the MailboxCursor as JSON
   TENANT#<id> / HEALTH#<mailbox>  the MailboxHealth as JSON
+  TENANT#<id> / SENDING           the SendingIdentities as JSON (operator-set; never imported)
+  TENANT#<id> / CRM_HEALTH        the CRM circuit breaker's state (crm.breaker)
 Every key starts with the tenant, so no query for one tenant can return another's items.
 """
 
@@ -17,6 +19,7 @@ from emailrouter.config import get_settings
 from emailrouter.sources.base import MailboxCursor
 from emailrouter.tenancy.errors import TenantNotFoundError
 from emailrouter.tenancy.models import MailboxHealth, TenantConfig
+from emailrouter.tenancy.sending import SendingIdentities
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,6 +27,20 @@ if TYPE_CHECKING:
 
 def tenant_pk(tenant_id: str) -> str:
     return f"TENANT#{tenant_id}"
+
+
+# Keys a tenant's file could set before sending identities became operator-set; configurations
+# stored with them still load (the values are ignored: see tenancy/sending.py).
+RETIRED_OUTBOUND_KEYS = ("configuration_set", "ses_tenant_name")
+
+
+def _tenant(body: str) -> TenantConfig:
+    data = json.loads(body)
+    outbound = data.get("outbound")
+    if isinstance(outbound, dict):
+        for key in RETIRED_OUTBOUND_KEYS:
+            outbound.pop(key, None)
+    return TenantConfig.model_validate(data)
 
 
 class TenantStore:
@@ -62,7 +79,7 @@ class TenantStore:
         body = self._get(tenant_id, "CONFIG")
         if body is None:
             raise TenantNotFoundError(f"no tenant {tenant_id!r}")
-        return TenantConfig.model_validate_json(body)
+        return _tenant(body)
 
     def all(self) -> Iterator[TenantConfig]:
         """Every tenant (a paginated scan for CONFIG items; tenants number in the hundreds)."""
@@ -74,7 +91,27 @@ class TenantStore:
         )
         for page in pages:
             for item in page.get("Items", []):
-                yield TenantConfig.model_validate_json(item["body"]["S"])
+                yield _tenant(item["body"]["S"])
+
+    def get_sending(self, tenant_id: str) -> SendingIdentities:
+        """The tenant's sending identities; none (so nothing may be sent) until the operator sets them."""
+        body = self._get(tenant_id, "SENDING")
+        return SendingIdentities.model_validate_json(body) if body else SendingIdentities()
+
+    def save_sending(self, tenant_id: str, sending: SendingIdentities) -> None:
+        self._put(tenant_id, "SENDING", sending.model_dump_json())
+
+    def all_sending(self) -> Iterator[tuple[str, SendingIdentities]]:
+        """Every tenant's sending identities (a scan; the operator CLI checks overlaps with it)."""
+        paginator = self._ddb.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="sk = :sk",
+            ExpressionAttributeValues={":sk": {"S": "SENDING"}},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield item["tenant_id"]["S"], SendingIdentities.model_validate_json(item["body"]["S"])
 
     def get_cursor(self, tenant_id: str, mailbox_id: str) -> MailboxCursor:
         body = self._get(tenant_id, f"CURSOR#{mailbox_id}")
