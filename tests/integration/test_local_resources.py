@@ -220,3 +220,21 @@ def test_router_id_key_is_a_generated_secret_the_functions_are_pointed_at(
 
     assert again.physical_ids["RouterIdKeySecret"] == arn  # reused: mail already sent stays verifiable
     assert secrets.get_secret_value(SecretId=arn)["SecretString"] == value
+
+
+def test_log_groups_and_alarms_are_made_locally_except_those_on_lambda_metrics(
+    aws: boto3.Session, resources: LocalResources, stack: StackTemplate
+) -> None:
+    groups = {
+        group["logGroupName"]: group.get("retentionInDays")
+        for group in aws.client("logs").describe_log_groups()["logGroups"]
+    }
+    assert len(groups) == len(stack.functions)
+    assert set(groups.values()) == {30}
+    alarms = {alarm["AlarmName"] for alarm in aws.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    for logical_id in stack.logical_ids_of_type("AWS::CloudWatch::Alarm"):
+        if stack.resources[logical_id]["Properties"].get("Namespace") == "AWS/Lambda":
+            # No Lambda functions locally: the runner calls the handlers in-process.
+            assert "no physical value" in resources.not_created[logical_id]
+        else:
+            assert resources.physical_ids[logical_id] in alarms, logical_id

@@ -308,3 +308,73 @@ def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: S
         m.logical_id for m in alarmed if isinstance(m, GetAtt) and m.attribute == "QueueName"
     } == work_queues
     assert len(alarmed) == len(work_queues)
+
+
+# What each function does with each table, from the code (who calls which store):
+# TenantStore.save_cursor / save_health are called only by the poller (sources/poller.py);
+# tenants are written otherwise only by `tenants import` (the CLI). Powertools idempotency is
+# used by run_poll_job (sources/jobs.py) and handle_ses_event (outbound/jobs.py) only. The party
+# cache is read and filled by inbound party resolution only.
+TABLE_ACCESS = {
+    "DispatchFunction": {"TenantsTable": "read"},
+    "PollMailboxFunction": {"TenantsTable": "crud", "LedgerTable": "crud", "IdempotencyTable": "crud"},
+    "DeliverInboundFunction": {"TenantsTable": "read", "LedgerTable": "crud", "PartyCacheTable": "crud"},
+    "DispatchOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
+    "SendOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
+    "SesEventsFunction": {"TenantsTable": "read", "LedgerTable": "crud", "IdempotencyTable": "crud"},
+}
+# RawMailStore: the poller writes claim checks (raw/), the worker reads them and writes
+# quarantined copies (quarantine/); replay and discard run in the CLI. Nothing else touches S3.
+RAW_MAIL_ACCESS = {
+    "PollMailboxFunction": {("s3:PutObject", "raw/*")},
+    "DeliverInboundFunction": {("s3:GetObject", "raw/*"), ("s3:PutObject", "quarantine/*")},
+}
+
+
+def _policies(stack: StackTemplate, function: str) -> list[dict[str, Any]]:
+    return list(stack.resources[function]["Properties"].get("Policies", []))
+
+
+def test_each_function_gets_the_table_access_its_code_needs_and_no_more(stack: StackTemplate) -> None:
+    granted: dict[str, dict[str, str]] = {}
+    for function in stack.functions:
+        access: dict[str, str] = {}
+        for policy in _policies(stack, function):
+            for template, level in (("DynamoDBReadPolicy", "read"), ("DynamoDBCrudPolicy", "crud")):
+                if template in policy:
+                    table = to_marker(policy[template]["TableName"])
+                    assert isinstance(table, Ref)
+                    assert table.name not in access, f"{function}: two policies on {table.name}"
+                    access[table.name] = level
+        granted[function] = access
+
+    assert granted == TABLE_ACCESS
+
+
+def test_only_the_functions_that_handle_raw_mail_reach_the_bucket_and_only_its_prefixes(
+    stack: StackTemplate,
+) -> None:
+    granted: dict[str, set[tuple[str, str]]] = {}
+    for function in stack.functions:
+        for policy in _policies(stack, function):
+            assert not any(name.startswith("S3") for name in policy), f"{function}: a broad S3 policy"
+            for statement in policy.get("Statement", []):
+                actions = (
+                    statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                )
+                for action in (a for a in actions if a.startswith("s3:")):
+                    resource = to_marker(statement["Resource"])
+                    assert isinstance(resource, Intrinsic) and resource.function == "Fn::Sub"
+                    assert isinstance(resource.argument, str)
+                    prefix = resource.argument.removeprefix("${RawMailBucket.Arn}/")
+                    granted.setdefault(function, set()).add((action, prefix))
+
+    assert granted == RAW_MAIL_ACCESS
+
+
+def test_every_sqs_event_source_caps_its_concurrency(stack: StackTemplate) -> None:
+    for fn in stack.functions.values():
+        for event in fn.sqs_events:
+            # Lambda's range for an SQS event source's MaximumConcurrency.
+            assert event.maximum_concurrency is not None, f"{fn.logical_id}.{event.name}"
+            assert 2 <= event.maximum_concurrency <= 1000

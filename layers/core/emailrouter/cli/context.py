@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from emailrouter.cli.exits import Exit
@@ -33,9 +34,20 @@ def load_runtime(stack_file: Path | None = None) -> Runtime:
             )
         stack = json.loads(path.read_text(encoding="utf-8"))
         os.environ.update({key: str(value) for key, value in stack["environment"].items()})
+        os.environ.update(_queue_variables(stack.get("resources", {})))
         os.environ.setdefault("AWS_ENDPOINT_URL", stack["aws_endpoint"])
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         os.environ.setdefault("AWS_DEFAULT_REGION", stack["region"])
         os.environ.setdefault("AWS_REGION", stack["region"])
     return reset_runtime()
+
+
+def _queue_variables(resources: dict[str, str]) -> dict[str, str]:
+    """`<NAME>_QUEUE_URL` / `<NAME>_DLQ_URL` for every queue of the local stack, the functions'
+    and the others (SesEventsQueue → SES_EVENTS_QUEUE_URL, SchedulerDLQ → SCHEDULER_DLQ_URL)."""
+    variables = {}
+    for logical_id, url in resources.items():
+        if logical_id.endswith(("Queue", "DLQ")) and str(url).startswith(("http://", "https://")):
+            variables[re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", logical_id).upper() + "_URL"] = str(url)
+    return variables

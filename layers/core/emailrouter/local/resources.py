@@ -1,8 +1,8 @@
 """Create template.yaml's queues, tables, bucket and topics in a running moto server.
 
 The local stack does not keep a second list of resources: it hands template.yaml, unchanged, to
-moto's CloudFormation ``create_stack``. moto creates the SQS queues, DynamoDB tables, S3 bucket
-and SNS topics and skips what it does not implement (``AWS::Serverless::*``, policies,
+moto's CloudFormation ``create_stack``. moto creates the SQS queues, DynamoDB tables, S3 bucket,
+SNS topics and the functions' log groups and skips what it does not implement (``AWS::Serverless::*``, policies,
 subscriptions, SES, alarms). This module then checks the created resources against the
 template and applies, through each service's own API and from the template's own values, what
 moto's CloudFormation left out (as of moto 5.2):
@@ -11,8 +11,9 @@ moto's CloudFormation left out (as of moto 5.2):
 - S3 versioning, lifecycle rules, public access block, ownership controls and ``BucketKeyEnabled``
   (dropped), and the ``AWS::S3::BucketPolicy`` (resource type not supported);
 - ``AWS::SQS::QueuePolicy``, ``AWS::SNS::TopicPolicy``, ``AWS::SNS::Subscription`` (sqs protocol),
-  ``AWS::SES::ConfigurationSet`` and its event destination, ``AWS::CloudWatch::Alarm``,
-  ``AWS::SecretsManager::Secret`` (resource types not supported; a secret's
+  ``AWS::SES::ConfigurationSet`` and its event destination (resource types not supported);
+  alarms on a function's metrics are not made (no functions exist locally: the runner calls the
+  handlers in-process); ``AWS::SecretsManager::Secret`` (resource type not supported; a secret's
   ``GenerateSecretString`` is honoured with Secrets Manager's own ``GetRandomPassword``, and a
   secret that exists is kept, so a restarted stack keeps its keys).
 

@@ -100,6 +100,7 @@ class SqsEventSpec:
     batch_size: int
     max_batching_window_s: int
     report_batch_item_failures: bool
+    maximum_concurrency: int | None = None  # ScalingConfig: concurrent invocations at most
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,7 @@ def _event_spec(function_id: str, name: str, event: dict[str, Any]) -> EventSpec
     properties = cast(dict[str, Any], event.get("Properties", {}))
     kind = event.get("Type")
     if kind == "SQS":
+        scaling = cast(dict[str, Any], properties.get("ScalingConfig", {}))
         queue = to_marker(properties.get("Queue"))
         if not isinstance(queue, GetAtt) or queue.attribute != "Arn":
             raise TemplateError(f"{function_id}.{name}: Queue must be !GetAtt <Queue>.Arn")
@@ -353,6 +355,9 @@ def _event_spec(function_id: str, name: str, event: dict[str, Any]) -> EventSpec
             max_batching_window_s=int(properties.get("MaximumBatchingWindowInSeconds", 0)),
             report_batch_item_failures="ReportBatchItemFailures"
             in properties.get("FunctionResponseTypes", []),
+            maximum_concurrency=int(scaling["MaximumConcurrency"])
+            if "MaximumConcurrency" in scaling
+            else None,
         )
     if kind in ("ScheduleV2", "Schedule"):
         dead_letter = to_marker(properties.get("DeadLetterConfig", {}).get("Arn"))
