@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from emailrouter.tenancy.errors import MailboxNotFoundError
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # The largest message a shared worker takes: its peak memory is about four times the message
@@ -271,7 +273,7 @@ class TenantConfig(BaseModel):
         for mailbox in self.mailboxes:
             if mailbox.mailbox_id == mailbox_id:
                 return mailbox
-        raise KeyError(f"tenant {self.tenant_id} has no mailbox {mailbox_id!r}")
+        raise MailboxNotFoundError(f"tenant {self.tenant_id} has no mailbox {mailbox_id!r}")
 
 
 class MailboxHealth(BaseModel):
