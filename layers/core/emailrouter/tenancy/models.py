@@ -135,7 +135,7 @@ class OutboundConfig(BaseModel):
     max_jobs_per_dispatch: int = Field(default=100, ge=1, le=1000)
     # Send only email whose sending mailbox has outgoingemaildeliverymethod = 2 (Server-Side
     # Synchronization or Email Router), leaving the rest to whatever else delivers this org's mail.
-    # Off by default: then every outgoing email in Pending Send is the router's to send.
+    # On by default; when off, every outgoing email in Pending Send is the router's to send.
     only_router_mailboxes: bool = True
 
 
