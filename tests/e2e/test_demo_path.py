@@ -1,6 +1,6 @@
 """The whole path on real components: Dovecot → poll → SQS/S3 → deliver → Dataverse emulator,
 and Pending Send → SES (moto) → Sent. The expected counts are worked out by hand from the demo
-messages in demo/messages (see demo/README in docs/demo.md)."""
+messages in demo/messages and the two large ones local/demo.py generates."""
 
 from __future__ import annotations
 

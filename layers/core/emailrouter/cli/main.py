@@ -10,7 +10,7 @@ from emailrouter.cli import local_cmd, messages_cmd, status_cmd, suppressions_cm
 from emailrouter.cli.context import CliError
 from emailrouter.cli.exits import Exit
 from emailrouter.routing.outcomes import is_retryable
-from emailrouter.tenancy.errors import InvalidTenantFileError, TenantNotFoundError
+from emailrouter.tenancy.errors import InvalidTenantFileError, MailboxNotFoundError, TenantNotFoundError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,7 @@ def exit_code(error: Exception) -> Exit:
     """The one place errors become exit codes (docs: README, "Exit codes")."""
     if isinstance(error, CliError):
         return error.code
-    if isinstance(error, TenantNotFoundError):
+    if isinstance(error, (TenantNotFoundError, MailboxNotFoundError)):
         return Exit.NOUSER
     if isinstance(error, InvalidTenantFileError):
         return Exit.CONFIG

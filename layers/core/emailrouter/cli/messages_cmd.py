@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from emailrouter.cli.context import CliError, load_runtime
+from emailrouter.cli.exits import Exit
 from emailrouter.cli.output import emit
 from emailrouter.clock import iso
 from emailrouter.ledger.models import Outcome
@@ -42,12 +43,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     discard.add_argument("--json", action="store_true")
     discard.set_defaults(func=cmd_discard)
 
-    ingest = sub.add_parser("ingest", help="put one raw RFC 822 message (file or stdin) into the pipeline")
+    ingest = sub.add_parser(
+        "ingest",
+        help="put one raw RFC 822 message (file or stdin) into the pipeline; exits with sysexits codes",
+    )
     ingest.add_argument("--tenant", required=True)
     ingest.add_argument("--mailbox", required=True)
     ingest.add_argument("file", nargs="?", default="-")
     ingest.add_argument(
-        "--enqueue", action="store_true", help="queue it for deliver_inbound instead of delivering now"
+        "--enqueue",
+        action="store_true",
+        help="hand it to the inbound queue (S3 when large) for deliver_inbound, as a poll does; "
+        "accepted even while the CRM is down (the default to use in MTA pipes)",
     )
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
@@ -91,7 +98,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     runtime = load_runtime()
     result = replay_quarantined(runtime, args.tenant, args.key)
     emit({"key": result.message_key, "outcome": result.outcome.value, "reason": result.reason}, args.json)
-    return 0
+    # A replay that ends quarantined again did not deliver: scripts must see it.
+    return Exit.DATAERR if result.outcome is Outcome.QUARANTINED else Exit.OK
+
+
+def _read_input(file: str) -> bytes:
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as error:
+        raise CliError(f"cannot read {file}: {error.strerror}", Exit.NOINPUT) from None
+    if not raw.strip():
+        raise CliError("no message: the input is empty or only white space", Exit.DATAERR)
+    return raw
 
 
 def cmd_discard(args: argparse.Namespace) -> int:
@@ -107,21 +125,26 @@ def cmd_discard(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """The mailgate. Every failure exits with a sysexits code an MTA understands; anything the
+    router cannot take now (CRM, AWS, an unexpected error) is 75, so the MTA keeps the message."""
+    raw = _read_input(args.file)
     runtime = load_runtime()
-    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    if not raw:
-        raise CliError("empty input: nothing to ingest")
     tenant = runtime.tenants.get(args.tenant)
     tenant.mailbox(args.mailbox)
     ref = f"ingest-{iso()}"
-    message: InboundMessage = inbound_message(
-        tenant.tenant_id, args.mailbox, ref, raw, runtime.raw_store, runtime.settings.inline_max_bytes
-    )
-    if args.enqueue:
-        runtime.queue.send(runtime.settings.inbound_queue_url, tenant.tenant_id, [message])
-        emit({"result": "queued", "size": len(raw)}, args.json)
-        return 0
-    result = runtime.delivery.deliver(message, owner=f"ingest:{ref}")
+    try:
+        message: InboundMessage = inbound_message(
+            tenant.tenant_id, args.mailbox, ref, raw, runtime.raw_store, runtime.settings.inline_max_bytes
+        )
+        if args.enqueue:
+            runtime.queue.send(runtime.settings.inbound_queue_url, tenant.tenant_id, [message])
+            emit({"result": "queued", "size": len(raw)}, args.json)
+            return Exit.OK
+        result = runtime.delivery.deliver(message, owner=f"ingest:{ref}")
+    except Exception as error:
+        raise CliError(
+            f"not accepted now, try again later: {type(error).__name__}: {error}", Exit.TEMPFAIL
+        ) from None
     data = {
         "outcome": result.outcome.value,
         "reason": result.reason,
@@ -134,7 +157,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(
             f"{result.outcome.value}: {result.reason or result.crm_email_id or ''} (key {result.message_key})".strip()
         )
-    return 0 if result.outcome is not Outcome.QUARANTINED else 2
+    return Exit.OK  # quarantined included: the raw message is kept for a replay
 
 
 def register_outbound(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,8 @@ from typing import Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from emailrouter.tenancy.errors import MailboxNotFoundError
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # The largest message a shared worker takes: its peak memory is about four times the message
@@ -136,7 +138,7 @@ class OutboundConfig(BaseModel):
     suppression_days: int = Field(default=90, ge=1, le=3650)
     # Send only email whose sending mailbox has outgoingemaildeliverymethod = 2 (Server-Side
     # Synchronization or Email Router), leaving the rest to whatever else delivers this org's mail.
-    # Off by default: then every outgoing email in Pending Send is the router's to send.
+    # On by default; when off, every outgoing email in Pending Send is the router's to send.
     only_router_mailboxes: bool = True
 
 
@@ -279,7 +281,7 @@ class TenantConfig(BaseModel):
         for mailbox in self.mailboxes:
             if mailbox.mailbox_id == mailbox_id:
                 return mailbox
-        raise KeyError(f"tenant {self.tenant_id} has no mailbox {mailbox_id!r}")
+        raise MailboxNotFoundError(f"tenant {self.tenant_id} has no mailbox {mailbox_id!r}")
 
 
 class MailboxHealth(BaseModel):
