@@ -176,8 +176,9 @@ def test_quarantined_raw_mail_has_its_own_longer_lifecycle(stack: StackTemplate)
 
 def test_settings_the_code_reads_are_all_set_by_the_template(stack: StackTemplate) -> None:
     provided = set(stack.functions["DeliverInboundFunction"].environment)
-    # inline_max_bytes is a tuning knob with a default, not a deployed resource.
-    needed = {name.upper() for name in Settings.model_fields} - {"INLINE_MAX_BYTES"}
+    # Tuning knobs with defaults, not deployed resources.
+    knobs = {"INLINE_MAX_BYTES", "CRM_BREAKER_THRESHOLD", "CRM_BREAKER_COOLDOWN_SECONDS"}
+    needed = {name.upper() for name in Settings.model_fields} - knobs
     # Only send_outbound reads the ses-events queues (before resending an interrupted send).
     send_only = {"SES_EVENTS_QUEUE_URL", "SES_EVENTS_DLQ_URL"}
 
@@ -314,12 +315,13 @@ def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: S
 # TenantStore.save_cursor / save_health are called only by the poller (sources/poller.py);
 # tenants are written otherwise only by `tenants import` (the CLI). Powertools idempotency is
 # used by run_poll_job (sources/jobs.py) and handle_ses_event (outbound/jobs.py) only. The party
-# cache is read and filled by inbound party resolution only.
+# cache is read and filled by inbound party resolution only. Outbound dispatch updates one item
+# per tenant, its CRM circuit breaker (crm/breaker.py: update_item only).
 TABLE_ACCESS = {
     "DispatchFunction": {"TenantsTable": "read"},
     "PollMailboxFunction": {"TenantsTable": "crud", "LedgerTable": "crud", "IdempotencyTable": "crud"},
     "DeliverInboundFunction": {"TenantsTable": "read", "LedgerTable": "crud", "PartyCacheTable": "crud"},
-    "DispatchOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
+    "DispatchOutboundFunction": {"TenantsTable": "read+update", "LedgerTable": "crud"},
     "SendOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
     "SesEventsFunction": {"TenantsTable": "read", "LedgerTable": "crud", "IdempotencyTable": "crud"},
 }
@@ -346,6 +348,12 @@ def test_each_function_gets_the_table_access_its_code_needs_and_no_more(stack: S
                     assert isinstance(table, Ref)
                     assert table.name not in access, f"{function}: two policies on {table.name}"
                     access[table.name] = level
+            for statement in policy.get("Statement", []):
+                if str(statement["Action"]).startswith("dynamodb:"):
+                    table = to_marker(statement["Resource"])
+                    assert isinstance(table, GetAtt) and table.attribute == "Arn"
+                    assert statement["Action"] == "dynamodb:UpdateItem", f"{function}: {statement}"
+                    access[table.logical_id] = access.get(table.logical_id, "none") + "+update"
         granted[function] = access
 
     assert granted == TABLE_ACCESS
