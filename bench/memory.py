@@ -104,13 +104,14 @@ def bench_memory(stack: LocalStack) -> dict[str, float | str]:
     from emailrouter.config import get_settings
     from emailrouter.queues.rawstore import RawMailStore
     from emailrouter.queues.sender import QueueSender, inbound_message
+    from emailrouter.tenancy.models import MAX_MESSAGE_BYTES_CEILING
     from tests.helpers import TENANT, add_tenant
 
     assert stack.runner is not None and stack.endpoints is not None
     add_tenant(
         stack,
         loop_protection={"enabled": False},
-        max_message_bytes=64 * 1024 * 1024,
+        max_message_bytes=MAX_MESSAGE_BYTES_CEILING,
         max_attachment_bytes=128 * 1024 * 1024,
     )
     queue_url = stack.endpoints.environment["INBOUND_QUEUE_URL"]

@@ -81,8 +81,9 @@ def test_input_without_a_message_exits_65_and_leaves_nothing(stack: LocalStack, 
         ["ingest", "--tenant", TENANT, "--mailbox", "nobody", "--enqueue"],
         ["mailboxes", "poll", "--tenant", TENANT, "--mailbox", "nobody"],
         ["mailboxes", "poll", "--tenant", "nobody", "--mailbox", "help"],
+        ["tenants", "show", "nobody"],
     ],
-    ids=["ingest-tenant", "ingest-mailbox", "enqueue-mailbox", "poll-mailbox", "poll-tenant"],
+    ids=["ingest-tenant", "ingest-mailbox", "enqueue-mailbox", "poll-mailbox", "poll-tenant", "show-tenant"],
 )
 def test_unknown_tenant_or_mailbox_exits_67_with_one_plain_line(stack: LocalStack, args: list[str]) -> None:
     result = _cli(stack, *args, stdin=raw_mail())

@@ -198,3 +198,20 @@ def test_files_the_docs_point_to_exist() -> None:
     }
     missing = sorted((name, target) for name, target in pointed if not (ROOT / target).exists())
     assert missing == []
+
+
+def test_emailrouter_variables_of_the_cli_and_local_stack_are_documented() -> None:
+    """`EMAILROUTER_*` variables read anywhere in the package, against docs/configuration.md."""
+    package = ROOT / "layers" / "core" / "emailrouter"
+    read = {
+        name
+        for path in package.rglob("*.py")
+        for name in re.findall(r"\"(EMAILROUTER_[A-Z0-9_]+)\"", path.read_text(encoding="utf-8"))
+    }
+    documented = set(
+        re.findall(
+            r"`(EMAILROUTER_[A-Z0-9_]+)`", (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+        )
+    )
+    assert read, "the package reads EMAILROUTER_STACK_FILE at least"
+    assert sorted(read - documented) == [] and sorted(documented - read) == []
