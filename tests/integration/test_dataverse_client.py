@@ -423,3 +423,16 @@ def test_a_name_that_resolves_to_a_forbidden_address_when_connecting_is_never_co
 
     assert "loopback" in str(refused.value)
     assert dataverse.journal_entries() == []
+
+
+def test_many_long_non_ascii_message_ids_are_looked_up_within_the_url_limit(
+    dataverse: DataverseEmulator,
+) -> None:
+    message_ids = [f"<{'ü' * 300}.{n:02d}@bücher.example>" for n in range(20)]
+    ids = dataverse.seed({"emails": [{"subject": "Found", "messageid": message_ids[-1]}]})["emails"]
+    too_long = "<" + "x" * 400 + "@client.example>"  # longer than the column: never stored
+
+    rows = find_by_message_ids(_client(dataverse), [*message_ids, too_long])
+
+    assert [r["activityid"] for r in rows] == ids
+    assert all(e.status == 200 for e in dataverse.journal_entries())
