@@ -207,6 +207,42 @@ def test_probabilistic_faults_over_http_with_a_seed_repeat(dataverse: DataverseE
     assert {200, 429} <= set(first)
 
 
+def test_fault_redirect_answers_307_with_its_location_and_400_a_query_error(
+    dataverse: DataverseEmulator,
+) -> None:
+    dataverse.set_faults(
+        [
+            {"kind": "redirect", "location": "http://localhost:1/elsewhere", "path_contains": "WhoAmI"},
+            {"kind": "400", "path_contains": "contacts"},
+        ]
+    )
+
+    moved = requests.get(dataverse.api_url + "WhoAmI", headers=HEADERS, timeout=5, allow_redirects=False)
+    refused = requests.get(dataverse.api_url + "contacts", headers=HEADERS, timeout=5)
+
+    assert (moved.status_code, moved.headers["Location"]) == (307, "http://localhost:1/elsewhere")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "0x80060888"
+    assert [e.status for e in dataverse.journal_entries()] == [307, 400]
+
+
+def test_next_link_root_points_paging_elsewhere_until_reset(dataverse: DataverseEmulator) -> None:
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    dataverse.set_next_link_root("http://localhost:1/api/data/v9.2/")
+
+    moved = requests.get(
+        dataverse.api_url + "contacts", headers={**HEADERS, "Prefer": "odata.maxpagesize=2"}, timeout=5
+    )
+    dataverse.reset()
+    dataverse.seed({"contacts": [{"lastname": f"C{i}"} for i in range(3)]})
+    own = requests.get(
+        dataverse.api_url + "contacts", headers={**HEADERS, "Prefer": "odata.maxpagesize=2"}, timeout=5
+    )
+
+    assert moved.json()["@odata.nextLink"].startswith("http://localhost:1/api/data/v9.2/contacts?")
+    assert own.json()["@odata.nextLink"].startswith(dataverse.api_url + "contacts?")
+
+
 @pytest.mark.parametrize(
     "rule",
     [
@@ -214,6 +250,8 @@ def test_probabilistic_faults_over_http_with_a_seed_repeat(dataverse: DataverseE
         {"kind": "429", "retry_after": -1},
         {"kind": "429", "scope": "everything"},
         {"kind": "drop", "scope": "operation"},
+        {"kind": "redirect"},
+        {"kind": "redirect", "location": "http://localhost:1/", "scope": "operation"},
     ],
 )
 def test_fault_rule_out_of_range_is_refused(dataverse: DataverseEmulator, rule: dict[str, object]) -> None:

@@ -3,9 +3,11 @@ thread of the client), the deadline, error classes, and party resolution with it
 
 from __future__ import annotations
 
+import http.server
+import ipaddress
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
 import pytest
@@ -13,8 +15,16 @@ import pytest
 from emailrouter.crm.auth import StaticTokenProvider
 from emailrouter.crm.client import DataverseClient
 from emailrouter.crm.emails import find_by_message_ids, find_by_tracking_token
-from emailrouter.crm.errors import CrmAuthError, CrmNotFoundError, CrmRequestError, CrmTransientError
+from emailrouter.crm.errors import (
+    CrmAuthError,
+    CrmEndpointError,
+    CrmNotFoundError,
+    CrmRequestError,
+    CrmTransientError,
+)
 from emailrouter.crm.parties import PartyResolver
+from emailrouter.crm.transport import vetted_session
+from emailrouter.egress import IPAddress
 from emulators.dataverse import DataverseEmulator
 from tests.fixtures.dataverse import TOKEN
 from tests.helpers import retry_after_violations
@@ -344,3 +354,85 @@ def test_a_next_link_on_the_organizations_own_url_is_followed(dataverse: Dataver
 
     assert sorted(r["lastname"] for r in rows) == [f"C{i}" for i in range(5)]
     assert len(dataverse.journal_entries()) == 3
+
+
+def _resolver(answers: list[str]) -> Callable[[str], list[IPAddress]]:
+    """DNS for `org.crm.test` (which no real resolver knows): each lookup takes the next answer."""
+    given = iter(answers)
+
+    def resolve(name: str) -> list[IPAddress]:
+        assert name == "org.crm.test"
+        return [ipaddress.ip_address(next(given))]
+
+    return resolve
+
+
+def test_a_vetted_session_connects_to_the_address_it_resolved(dataverse: DataverseEmulator) -> None:
+    session = vetted_session(allow_private=True, resolver=_resolver(["127.0.0.1"]))
+    client = DataverseClient(
+        f"http://org.crm.test:{dataverse.port}", StaticTokenProvider(TOKEN), session=session
+    )
+
+    assert client.get("WhoAmI")["UserId"] == dataverse.identity.user_id
+    assert len(dataverse.journal_entries()) == 1
+
+
+class _HostRecorder(http.server.BaseHTTPRequestHandler):
+    hosts: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).hosts.append(self.headers.get("Host", ""))
+        body = b'{"value": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_vetted_session_still_names_the_host_in_its_requests() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _HostRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        session = vetted_session(allow_private=True, resolver=_resolver(["127.0.0.1"]))
+        DataverseClient(f"http://org.crm.test:{port}", StaticTokenProvider(TOKEN), session=session).get(
+            "contacts"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert _HostRecorder.hosts == [f"org.crm.test:{port}"]
+
+
+def test_a_name_that_resolves_to_a_forbidden_address_when_connecting_is_never_contacted(
+    dataverse: DataverseEmulator,
+) -> None:
+    session = vetted_session(allow_private=False, resolver=_resolver(["127.0.0.1"]))
+    client = DataverseClient(
+        f"http://org.crm.test:{dataverse.port}", StaticTokenProvider(TOKEN), session=session
+    )
+
+    with pytest.raises(CrmEndpointError) as refused:
+        client.get("WhoAmI")
+
+    assert "loopback" in str(refused.value)
+    assert dataverse.journal_entries() == []
+
+
+def test_many_long_non_ascii_message_ids_are_looked_up_within_the_url_limit(
+    dataverse: DataverseEmulator,
+) -> None:
+    message_ids = [f"<{'ü' * 300}.{n:02d}@bücher.example>" for n in range(20)]
+    ids = dataverse.seed({"emails": [{"subject": "Found", "messageid": message_ids[-1]}]})["emails"]
+    too_long = "<" + "x" * 400 + "@client.example>"  # longer than the column: never stored
+
+    rows = find_by_message_ids(_client(dataverse), [*message_ids, too_long])
+
+    assert [r["activityid"] for r in rows] == ids
+    assert all(e.status == 200 for e in dataverse.journal_entries())

@@ -10,7 +10,8 @@ private addresses, because there the mail servers and emulators run on loopback.
 Known limit of `check_host`/`check_url`: the name is resolved here and again by the client
 library when it connects, so a hostile DNS server could answer differently the second time (DNS
 rebinding). `vetted_addresses` closes that window: it resolves once and returns the addresses
-to connect to (the mail sources use it and keep the name only for TLS).
+to connect to (the mail sources and the CRM client's `crm.transport` use it and keep the name
+only for TLS).
 """
 
 from __future__ import annotations

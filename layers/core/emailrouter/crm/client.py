@@ -40,6 +40,7 @@ from emailrouter.crm.errors import (
     CrmTimeoutError,
     CrmTransientError,
 )
+from emailrouter.egress import ForbiddenHostError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -164,6 +165,8 @@ class DataverseClient:
                     timeout=timeout,
                     allow_redirects=False,
                 )
+            except ForbiddenHostError as error:  # a vetted session refused the address (crm.transport)
+                raise CrmEndpointError(f"{method} {_origin_text(url)}: {error}") from None
             except (requests.ConnectionError, requests.Timeout) as error:
                 failure = CrmTimeoutError(f"{method} {_short(url)}: {type(error).__name__}")
             else:

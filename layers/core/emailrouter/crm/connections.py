@@ -15,6 +15,7 @@ from emailrouter import egress
 from emailrouter.crm.auth import token_provider_from_secret
 from emailrouter.crm.client import DataverseClient
 from emailrouter.crm.parties import PartyResolver
+from emailrouter.crm.transport import vetted_session
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -72,6 +73,7 @@ class CrmConnections:
             tenant.crm.url,
             token_provider_from_secret(tenant.crm.url, secret),
             api_version=tenant.crm.api_version,
+            session=vetted_session(allow_private=self._allow_private),
             deadline=self._deadline,
         )
         parties = PartyResolver(

@@ -15,7 +15,7 @@ from emailrouter.crm import batch
 from emailrouter.crm.errors import CrmConflictError, CrmError, CrmTransientError
 from emailrouter.crm.parties import PartyMatch, party_bind
 from emailrouter.crm.payload import AttachmentBody, encode_body
-from emailrouter.crm.query import eq, guid, query_path
+from emailrouter.crm.query import any_of, eq, guid, in_chunks, query_path
 from emailrouter.mime.models import Address
 
 if TYPE_CHECKING:
@@ -201,21 +201,25 @@ def regarding_by_email_ids(crm: DataverseClient, email_ids: list[str]) -> dict[s
 
 
 def find_by_message_ids(crm: DataverseClient, message_ids: list[str]) -> list[dict[str, Any]]:
-    """Emails whose `messageid` is one of `message_ids` (newest last), with their regarding record."""
-    if not message_ids:
-        return []
-    ors = " or ".join(eq("messageid", m) for m in message_ids)
-    body = crm.get(
-        query_path(
-            "emails",
-            select=("activityid", "messageid", "_regardingobjectid_value"),
-            filter=ors,
-            orderby="createdon asc",
-            top=MESSAGE_ID_ROWS,
-        ),
-        headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
-    )
-    return list(body.get("value", []))
+    """Emails whose `messageid` is one of `message_ids` (oldest first), with their regarding record.
+
+    An id longer than the column cannot be stored, so it is not asked for; the rest go in as few
+    requests as the URL budget allows (long or non-ASCII ids make more of them)."""
+    wanted = [m for m in dict.fromkeys(message_ids) if m and len(m) <= MESSAGEID_MAX]
+    rows: list[dict[str, Any]] = []
+    for chunk in in_chunks(wanted):
+        body = crm.get(
+            query_path(
+                "emails",
+                select=("activityid", "messageid", "createdon", "_regardingobjectid_value"),
+                filter=any_of("messageid", chunk),
+                orderby="createdon asc",
+                top=MESSAGE_ID_ROWS,
+            ),
+            headers={"Prefer": 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'},
+        )
+        rows += body.get("value", [])
+    return sorted(rows, key=lambda row: str(row.get("createdon") or "")) if len(rows) > 1 else rows
 
 
 def find_by_tracking_token(crm: DataverseClient, token: str) -> list[dict[str, Any]]:

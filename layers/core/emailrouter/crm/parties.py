@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from emailrouter.crm.query import any_of, encoded_length, query_path
+from emailrouter.crm.query import any_of, in_chunks, query_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from emailrouter.crm.client import DataverseClient
     from emailrouter.crm.party_cache import PartyCache
@@ -64,7 +64,6 @@ KINDS: tuple[EntityKind, ...] = (
 ADDRESSES_PER_QUERY = 100
 MATCHES_PER_ADDRESS = 10  # rows read per address in a query ($top); more is not a person's address
 EMAIL_COLUMN_MAX = 100  # every email column above holds at most 100 characters
-_FILTER_BUDGET = 16_000  # encoded characters of one query's $filter; the URL limit is ~32 KB
 _SENDER_RANK = {kind.logical_name: rank for rank, kind in enumerate(KINDS)}
 _MEMORY_LIMIT = 20_000  # answers one resolver keeps before it drops expired and oldest ones
 
@@ -142,7 +141,9 @@ class PartyResolver:
         """Dataverse's answers for `addresses`, remembered chunk by chunk as each completes."""
         answers: dict[str, tuple[PartyMatch, ...]] = {a: () for a in addresses if len(a) > EMAIL_COLUMN_MAX}
         self._remember(answers, now)
-        for chunk in _chunks([a for a in addresses if len(a) <= EMAIL_COLUMN_MAX]):
+        columns = max(len(kind.email_columns) for kind in KINDS)
+        short = [a for a in addresses if len(a) <= EMAIL_COLUMN_MAX]
+        for chunk in in_chunks(short, columns=columns, max_values=ADDRESSES_PER_QUERY):
             found: dict[str, list[PartyMatch]] = {address: [] for address in chunk}
             for kind in KINDS:
                 for row in self._crm.get(_query(kind, chunk)).get("value", []):
@@ -193,23 +194,6 @@ def choose_sender(matches: Sequence[PartyMatch], unresolve_ambiguous: bool) -> P
     if not matches or (unresolve_ambiguous and len(matches) > 1):
         return None
     return min(matches, key=lambda match: _SENDER_RANK.get(match.logical_name, len(KINDS)))
-
-
-def _chunks(addresses: list[str]) -> Iterator[list[str]]:
-    """Runs of at most ADDRESSES_PER_QUERY addresses whose In lists fit the filter budget on the
-    record type with the most email columns."""
-    columns = max(len(kind.email_columns) for kind in KINDS)
-    chunk: list[str] = []
-    size = 0
-    for address in addresses:
-        cost = columns * (encoded_length(address.replace("'", "''")) + 3)  # quotes and a comma
-        if chunk and (len(chunk) == ADDRESSES_PER_QUERY or size + cost > _FILTER_BUDGET):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(address)
-        size += cost
-    if chunk:
-        yield chunk
 
 
 def _query(kind: EntityKind, addresses: list[str]) -> str:

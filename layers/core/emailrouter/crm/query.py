@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 IN_FUNCTION = "Microsoft.Dynamics.CRM.In"
+# Encoded characters of values in one $filter: half the Web API's ~32 KB URL limit, leaving room
+# for the rest of the URL.
+FILTER_BUDGET = 16_000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Left as they are in option values: OData's own punctuation, which the query string does not
 # give a meaning to. Everything else (& # + % = ? / space, non-ASCII) is percent-encoded.
@@ -61,6 +64,25 @@ def any_of(column: str, values: Sequence[str]) -> str:
         raise ValueError("an In clause needs at least one value")
     listed = ",".join(literal(v) for v in values)
     return f"{IN_FUNCTION}(PropertyName={literal(_column(column))},PropertyValues=[{listed}])"
+
+
+def in_chunks(
+    values: Sequence[str], *, columns: int = 1, max_values: int | None = None
+) -> Iterator[list[str]]:
+    """`values` in runs whose In lists, one per column on `columns` columns, fit FILTER_BUDGET
+    encoded characters and hold at most `max_values` each (long or non-ASCII values make shorter
+    runs)."""
+    run: list[str] = []
+    size = 0
+    for value in values:
+        cost = columns * (encoded_length(literal(value)) + 1)  # the literal and its comma
+        if run and (len(run) == max_values or size + cost > FILTER_BUDGET):
+            yield run
+            run, size = [], 0
+        run.append(value)
+        size += cost
+    if run:
+        yield run
 
 
 def query_path(
