@@ -67,13 +67,17 @@ def test_ten_messages_at_the_inline_limit_are_handed_off_in_batches_under_the_sq
     assert stack.runner.drain(120)
 
 
-def _make_unreadable(stack: LocalStack, mailbox: str, index: int) -> None:
-    """The server cannot read the `index`-th delivered message (its file loses every permission):
+def _make_unreadable(stack: LocalStack, mailbox: str, subject: str) -> None:
+    """The server cannot read the message with `subject` (its file loses every permission):
     Dovecot's POP3 answers RETR with -ERR, its IMAP drops the connection on FETCH."""
     assert stack.dovecot is not None
     maildir = stack.dovecot.maildir(mailbox)
-    files = sorted([*(maildir / "new").iterdir(), *(maildir / "cur").iterdir()], key=lambda p: p.name)
-    files[index].chmod(0)
+    (path,) = [
+        path
+        for path in [*(maildir / "new").iterdir(), *(maildir / "cur").iterdir()]
+        if f"Subject: {subject}".encode() in path.read_bytes().splitlines()
+    ]
+    path.chmod(0)
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
@@ -86,7 +90,7 @@ def test_a_message_the_server_refuses_is_skipped_after_three_polls_and_the_mailb
         stack.dovecot.deliver(
             mailbox, raw_mail(subject=f"M{n}", message_id=f"<m{n}-{mailbox}@client.example>")
         )
-    _make_unreadable(stack, mailbox, 1)
+    _make_unreadable(stack, mailbox, "M1")
 
     polls = [reset_runtime().poller.poll(TENANT, mailbox) for _ in range(4)]
 

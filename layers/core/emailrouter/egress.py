@@ -4,7 +4,7 @@ Tenants type mail server names and endpoint URLs into their configuration. Witho
 tenant could point the service at the instance metadata endpoint (169.254.169.254), at the VPC's
 private services or at loopback, and read the answers back through error messages or mail
 (server-side request forgery). Every outbound connection to a tenant-supplied address passes
-through `check_host` or `check_url` first; only local mode (`allow_private=True`) may reach
+through `check_host`, `check_url` or `vetted_addresses` first; only local mode (`allow_private=True`) may reach
 private addresses, because there the mail servers and emulators run on loopback.
 
 Known limit of `check_host`/`check_url`: the name is resolved here and again by the client

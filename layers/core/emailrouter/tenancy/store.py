@@ -50,7 +50,8 @@ class TenantStore:
         self._table = table_name or get_settings().tenants_table
         self._ddb = client or aws.client("dynamodb")
         self._seen = SeenSetItems(self._ddb, self._table)
-        # The buckets last read or written per mailbox, so a save rewrites only what changed.
+        # The buckets last read or written, for one mailbox at a time (memory stays bounded in a
+        # warm worker), so the saves of one poll rewrite only what changed.
         self._seen_stored: dict[tuple[str, str], dict[str, bytes]] = {}
 
     def _put(self, tenant_id: str, sk: str, body: str) -> None:
@@ -119,6 +120,7 @@ class TenantStore:
                 yield item["tenant_id"]["S"], SendingIdentities.model_validate_json(item["body"]["S"])
 
     def get_cursor(self, tenant_id: str, mailbox_id: str) -> MailboxCursor:
+        self._seen_stored = {}  # what another worker wrote since is read afresh
         item = self._ddb.get_item(
             TableName=self._table,
             Key={"pk": {"S": tenant_pk(tenant_id)}, "sk": {"S": f"CURSOR#{mailbox_id}"}},
@@ -129,7 +131,7 @@ class TenantStore:
         cursor = MailboxCursor.model_validate_json(item["body"]["S"])
         if int(item.get("seen_buckets", {}).get("N", "0")):
             buckets = self._seen.read(tenant_pk(tenant_id), mailbox_id)
-            self._seen_stored[(tenant_id, mailbox_id)] = buckets
+            self._seen_stored = {(tenant_id, mailbox_id): buckets}
             cursor = cursor.model_copy(update={"seen_digests": cursor.seen() | unpack(buckets)})
         return cursor
 
@@ -141,7 +143,7 @@ class TenantStore:
         if stored is None:
             stored = self._seen.read(tenant_pk(tenant_id), mailbox_id)
         self._seen.write(tenant_pk(tenant_id), tenant_id, mailbox_id, buckets, stored)
-        self._seen_stored[key] = buckets
+        self._seen_stored = {key: buckets}
         body = cursor.model_copy(update={"seen_uidls": [], "seen_digests": set()}).model_dump_json()
         self._ddb.put_item(
             TableName=self._table,
