@@ -307,15 +307,16 @@ def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: S
 
 
 # What each function does with each table, from the code (who calls which store):
-# TenantStore.save_cursor / save_health are called only by the poller (sources/poller.py);
-# tenants are written otherwise only by `tenants import` (the CLI). Powertools idempotency is
+# TenantStore.save_cursor / save_health are called only by the poller (sources/poller.py); the
+# CRM circuit breaker (crm/breaker.py, CRM_HEALTH) is recorded by dispatch_outbound
+# (outbound/dispatch.py); tenants and sending identities are written otherwise only by the CLI. Powertools idempotency is
 # used by run_poll_job (sources/jobs.py) and handle_ses_event (outbound/jobs.py) only. The party
 # cache is read and filled by inbound party resolution only.
 TABLE_ACCESS = {
     "DispatchFunction": {"TenantsTable": "read"},
     "PollMailboxFunction": {"TenantsTable": "crud", "LedgerTable": "crud", "IdempotencyTable": "crud"},
     "DeliverInboundFunction": {"TenantsTable": "read", "LedgerTable": "crud", "PartyCacheTable": "crud"},
-    "DispatchOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
+    "DispatchOutboundFunction": {"TenantsTable": "crud", "LedgerTable": "crud"},
     "SendOutboundFunction": {"TenantsTable": "read", "LedgerTable": "crud"},
     "SesEventsFunction": {"TenantsTable": "read", "LedgerTable": "crud", "IdempotencyTable": "crud"},
 }
