@@ -313,10 +313,10 @@ def test_every_work_queue_has_an_alarm_on_the_age_of_its_oldest_message(stack: S
 
 # What each function does with each table, from the code (who calls which store):
 # TenantStore.save_cursor / save_health are called only by the poller (sources/poller.py);
-# tenants are written otherwise only by `tenants import` (the CLI). Powertools idempotency is
+# tenants and sending identities are written otherwise only by the CLI. Powertools idempotency is
 # used by run_poll_job (sources/jobs.py) and handle_ses_event (outbound/jobs.py) only. The party
 # cache is read and filled by inbound party resolution only. Outbound dispatch updates one item
-# per tenant, its CRM circuit breaker (crm/breaker.py: update_item only).
+# per tenant, its CRM circuit breaker (crm/breaker.py, CRM_HEALTH: update_item only).
 TABLE_ACCESS = {
     "DispatchFunction": {"TenantsTable": "read"},
     "PollMailboxFunction": {"TenantsTable": "crud", "LedgerTable": "crud", "IdempotencyTable": "crud"},

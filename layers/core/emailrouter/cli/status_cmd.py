@@ -8,6 +8,7 @@ from typing import Any
 
 from emailrouter import aws
 from emailrouter.cli.context import CliError, load_runtime
+from emailrouter.cli.exits import Exit
 from emailrouter.cli.output import emit
 
 QUEUE_SUFFIX, DLQ_SUFFIX = "_QUEUE_URL", "_DLQ_URL"
@@ -150,7 +151,9 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
     dead_letter = _dead_letter_queues(sqs)
     if args.queue not in dead_letter or dead_letter[args.queue][1] is None:
         redrivable = sorted(name for name, (_dlq, source) in dead_letter.items() if source is not None)
-        raise CliError(f"no queue {args.queue!r} with a dead-letter queue to redrive; one of {redrivable}")
+        raise CliError(
+            f"no queue {args.queue!r} with a dead-letter queue to redrive; one of {redrivable}", Exit.USAGE
+        )
     dlq, source = dead_letter[args.queue]
     assert source is not None
     moved = 0
