@@ -158,9 +158,17 @@ class Orgs:
                 "outbound": {"only_router_mailboxes": False, **outbound},
             }
         )
+        from emailrouter.tenancy.sending import SendingIdentities
         from emailrouter.tenancy.store import TenantStore
 
-        TenantStore().save(tenant)
+        store = TenantStore()
+        store.save(tenant)
+        # The operator's sending identity (stored directly: these orgs all send from one test
+        # domain, which the operator CLI would give to one tenant only).
+        store.save_sending(
+            tenant_id,
+            SendingIdentities(identities=[DOMAIN], ses_tenant_name=f"emailrouter-local-{tenant_id}"),
+        )
         return org
 
     def stop(self) -> None:
