@@ -924,6 +924,80 @@ def test_delayed_delivery_report_does_not_fail_the_email(stack: LocalStack) -> N
     assert_outcome("<20261127190029.5E2B7400F9@mx1.client.example>", "filtered", reason=email_id)
 
 
+@pytest.mark.parametrize("complainer", [CARL, "dora.diaz@client.example"])
+def test_abuse_report_on_router_sent_mail_records_the_complaint_and_suppresses_the_recipient(
+    stack: LocalStack, complainer: str
+) -> None:
+    """An ARF report (a feedback loop forwarding a recipient's "this is spam") on mail the router
+    sent is recorded on that email as SES's complaint events are, and suppresses the complaining
+    address — only when it is one the email went to. It never becomes an email, and the sent
+    email stays Sent."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    report = corpus_mail(
+        "arf_complaint",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+        complainer=complainer,
+    )
+
+    deliver(stack, (report, "uma"))
+
+    assert incoming_emails(stack) == []
+    found = assert_outcome("<fbl-20261128091241.5512@feedback.mailbox.example>", "filtered", reason=email_id)
+    assert "abuse" in found.reason
+    row = outbound_row(stack, email_id)
+    assert (row["statecode"], row["statuscode"]) == (1, 3)  # still Sent
+    outbound = Ledger().get_outbound(TENANT, email_id)
+    suppressed = Ledger().suppressed(TENANT, [CARL, "dora.diaz@client.example"])
+    if complainer == CARL:
+        assert outbound is not None and outbound.last_event == "Complaint"
+        assert suppressed == {CARL}
+    else:
+        assert suppressed == set()
+        assert "not a recipient" in found.reason
+
+
+def test_abuse_report_on_mail_the_router_did_not_send_is_filtered(stack: LocalStack) -> None:
+    tenant(stack, "help", "uma")
+    report = corpus_mail(
+        "arf_complaint",
+        ses_message_id="<elsewhere-1@mail.acme.example>",
+        our_message_id="<elsewhere-0@mail.acme.example>",
+        router_id="",
+        complainer=CARL,
+    )
+
+    deliver(stack, (report, "uma"))
+
+    assert incoming_emails(stack) == []
+    assert_outcome(
+        "<fbl-20261128091241.5512@feedback.mailbox.example>",
+        "filtered",
+        reason="mail the router did not send",
+    )
+    assert Ledger().suppressed(TENANT, [CARL]) == set()
+
+
+def test_read_receipt_is_filtered_as_automatic_unless_the_tenant_tracks_automatic_mail(
+    stack: LocalStack,
+) -> None:
+    tenant(stack, "help", "uma")
+    deliver(stack, (corpus_mail("read_receipt"), "uma"))
+
+    assert tracked(stack, "<mdn-7c1e@mail.client.example>") is None
+    assert_outcome("<mdn-7c1e@mail.client.example>", "filtered", reason="read receipt")
+
+    _empty_router_state(stack)
+    tenant(stack, "help", "uma", auto_generated={"track": True})
+    reset_runtime()
+    deliver(stack, (corpus_mail("read_receipt"), "uma"))
+
+    email = the_email(stack, "<mdn-7c1e@mail.client.example>")
+    assert email["subject"] == "Read: Your quote for the annual service plan"
+
+
 # ==== 4. one email per message across mailboxes ================================================
 
 WAREHOUSE = "<warehouse-boiler-1@client.example>"

@@ -20,6 +20,7 @@ from emailrouter.mime.bodies import BodyWalker
 from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
+from emailrouter.mime.feedback import read_feedback_report
 from emailrouter.mime.fingerprint import message_fingerprint
 from emailrouter.mime.headers import (
     RawHeaders,
@@ -35,7 +36,7 @@ from emailrouter.mime.tree import parse_tree
 if TYPE_CHECKING:
     from email.message import Message
 
-    from emailrouter.mime.models import Address, DeliveryReport
+    from emailrouter.mime.models import Address, DeliveryReport, FeedbackReport
 
 # Headers kept in `ParsedMessage.headers`, decoded, first value only.
 SELECTED_HEADERS = (
@@ -121,6 +122,14 @@ def _delivery_report(message: Message, headers: RawHeaders, defects: DefectLog) 
     return read_delivery_report(message, defects)
 
 
+def _feedback_report(message: Message, headers: RawHeaders, defects: DefectLog) -> FeedbackReport | None:
+    """The abuse report of a multipart/report (ARF); the substring test keeps other mail cheap."""
+    content_type = headers.first("content-type")
+    if content_type is None or "feedback-report" not in content_type.lower():
+        return None
+    return read_feedback_report(message, defects)
+
+
 def _as_bytes(raw: object) -> bytes:
     if isinstance(raw, bytes):
         return raw
@@ -182,6 +191,7 @@ def parse_message(
         size=len(data),
         thread_index=decode_thread_index(headers.first("thread-index"), defects),
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
+        feedback_report=_feedback_report(message, headers, defects) if has_structure else None,
     )
     parsed.defects = defects.as_list()
     if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID

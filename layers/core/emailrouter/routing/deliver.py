@@ -42,7 +42,7 @@ from emailrouter.routing.filters import auto_generated_reason, received_after_re
 from emailrouter.routing.keys import message_key, raw_key
 from emailrouter.routing.loops import loop_counter
 from emailrouter.routing.outcomes import DeliveryResult, is_retryable, quarantine_reason
-from emailrouter.routing.reports import apply_delivery_report
+from emailrouter.routing.reports import apply_report, is_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -277,9 +277,9 @@ class _Run:
         if parsed is None or work.problem is not None:
             self._quarantine(work, work.problem or "unparseable")
             return
-        if parsed.delivery_report is not None:
+        if is_report(parsed):
             try:
-                reason = apply_delivery_report(parsed.delivery_report, tenant, self._ledger, self._crm)
+                reason = apply_report(parsed, tenant, self._ledger, self._crm)
             except Exception as error:
                 self._fail(work, error)
                 return
