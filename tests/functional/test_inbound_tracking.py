@@ -388,6 +388,13 @@ def request_count(stack: LocalStack) -> int:
     return len(stack.dataverse.stats()["requests"])
 
 
+def contact_addresses(stack: LocalStack) -> set[str]:
+    return {
+        str(c.get("emailaddress1") or "").lower()
+        for c in crm_get(stack, "contacts?$select=emailaddress1")["value"]
+    }
+
+
 def outbound_row(stack: LocalStack, email_id: str) -> dict[str, Any]:
     return dict(crm_get(stack, f"emails({email_id})?$select=statecode,statuscode,description"))
 
@@ -922,6 +929,63 @@ def test_delayed_delivery_report_does_not_fail_the_email(stack: LocalStack) -> N
     assert Ledger().suppressed(TENANT, [CARL]) == set()
     assert incoming_emails(stack) == []
     assert_outcome("<20261127190029.5E2B7400F9@mx1.client.example>", "filtered", reason=email_id)
+
+
+PLAIN_BOUNCES = {
+    "bounce_exim": "<E1vQ2xk-0003aB-7C@mx.client.example>",
+    "bounce_qmail": "<20261127150231.28193.qmail@mail.client.example>",
+    "bounce_gmail": "<5f2a9c61.1c69fb81.0a1b.77aa.GMR@mx.google.com>",
+    "bounce_sendmail": "<202611271504.4ARF4Lq0019911@relay.client.example>",
+    "bounce_office365": "<ab12cd34-0000-4000-8000-0123456789ab@AM0PR01MB1234.eurprd01.prod.outlook.com>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN_BOUNCES))
+def test_plain_text_bounce_of_router_sent_mail_marks_it_failed_like_a_structured_one(
+    stack: LocalStack, name: str
+) -> None:
+    """Bounces without multipart/report (Exim, qmail, Gmail, old sendmail, Office 365's text)
+    are recognised from their headers and wording, matched through the quoted original's
+    headers, and recorded as a structured report would be; no email, no contact."""
+    add_tenant(stack, [mailbox("help"), mailbox("uma", auto_create_contact=True)])
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        name,
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    )
+
+    deliver(stack, (bounce, "uma"))
+
+    _failed_as_bounced(stack, email_id, "5.1.1" if name != "bounce_office365" else "5.1.10")
+    assert_outcome(PLAIN_BOUNCES[name], "filtered", reason=email_id)
+    assert not any(a.startswith(("postmaster@", "mailer-daemon@")) for a in contact_addresses(stack))
+
+
+def test_plain_text_bounce_of_other_mail_is_filtered_and_a_postmaster_gets_no_contact(
+    stack: LocalStack,
+) -> None:
+    """A bounce of mail sent from elsewhere is still no email; a person writing from postmaster@
+    is tracked, but a mailer daemon's address never becomes a contact."""
+    add_tenant(stack, [mailbox("uma", auto_create_contact=True)])
+    bounce = corpus_mail(
+        "bounce_qmail",
+        ses_message_id="<elsewhere-1@mail.acme.example>",
+        our_message_id="<elsewhere-0@mail.acme.example>",
+        router_id="",
+    )
+
+    deliver(stack, (bounce, "uma"), (corpus_mail("postmaster_note"), "uma"))
+
+    assert_outcome(PLAIN_BOUNCES["bounce_qmail"], "filtered", reason="mail the router did not send")
+    note = the_email(stack, "<note-44@client.example>")
+    assert {p for p in parties(note) if p[0] == SENDER} == {(SENDER, None, "postmaster@client.example")}
+    addresses = {
+        str(c.get("emailaddress1") or "").lower()
+        for c in crm_get(stack, "contacts?$select=emailaddress1")["value"]
+    }
+    assert not any(a.startswith(("postmaster@", "mailer-daemon@")) for a in addresses)
 
 
 @pytest.mark.parametrize("complainer", [CARL, "dora.diaz@client.example"])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from emailrouter.mime.addresses import parse_address_list
 from emailrouter.mime.bodies import BodyWalker
+from emailrouter.mime.bounces import read_text_bounce
 from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
@@ -193,6 +194,16 @@ def parse_message(
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
         feedback_report=_feedback_report(message, headers, defects) if has_structure else None,
     )
+    content_type = (headers.first("content-type") or "").lower()
+    if parsed.delivery_report is None and parsed.feedback_report is None and "report" not in content_type:
+        parsed.delivery_report = read_text_bounce(
+            message,
+            headers,
+            parsed.sender.email if parsed.sender else "",
+            parsed.subject,
+            lambda: parsed.text_body,
+            defects,
+        )
     parsed.defects = defects.as_list()
     if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID
         parsed.fingerprint = message_fingerprint(

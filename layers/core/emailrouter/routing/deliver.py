@@ -30,6 +30,7 @@ from emailrouter.crm.parties import choose_sender
 from emailrouter.ledger.models import Outcome
 from emailrouter.ledger.store import ClaimBusyError
 from emailrouter.ledger.threads import ThreadRef, conversation_key, message_id_key, ref_ops, subject_prefix
+from emailrouter.mime.bounces import is_mailer_daemon
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.parse import parse_message
 from emailrouter.observability import logger
@@ -390,7 +391,13 @@ class _Run:
         if reason is not None:
             work.finish(Outcome.FILTERED, reason)
             return
-        if sender and not sender_matches and mailbox.auto_create_contact and work.auto_reason is None:
+        if (
+            sender
+            and not sender_matches
+            and mailbox.auto_create_contact
+            and work.auto_reason is None
+            and not is_mailer_daemon(sender)  # a mail system is never a contact
+        ):
             chosen = create_contact(
                 connection.client, tenant.tenant_id, sender, parsed.sender.name if parsed.sender else ""
             )
