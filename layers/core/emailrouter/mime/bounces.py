@@ -13,7 +13,8 @@ it is a bounce:
   "Returned mail", …) or a well-known body (qmail's "I wasn't able to deliver", Exim's
   "could not be delivered to one or more of its recipients", sendmail's "permanent fatal
   errors", Gmail's "Delivery to the following recipient failed permanently" or "Address not
-  found", Office 365's "couldn't be delivered" / "Delivery has failed to these recipients").
+  found", Office 365's "couldn't be delivered" / "Delivery has failed to these recipients"),
+  or a delay warning ("Warning: message … delayed", "has not yet been delivered").
 
 Recipients are the `X-Failed-Recipients` addresses, else the addresses the report text names
 before the copy of the original begins (the router keeps only those the email was sent to).
@@ -50,14 +51,15 @@ _SUBJECT = re.compile(
     r"undeliver|undelivered mail|returned mail|return(ed)? to sender|mail delivery (failed|failure)"
     r"|delivery (status notification|failure|has failed|notification)|failure notice"
     r"|non[- ]?delivery|could not be delivered|delivery problem|mail system error|unzustellbar"
-    r"|non remis|no se puede entregar",
+    r"|non remis|no se puede entregar|message .{0,60}delayed|delivery delayed|delayed mail",
     re.IGNORECASE,
 )
 _BODY = re.compile(
     r"wasn't able to deliver|could not be delivered|couldn't be delivered|permanent fatal error"
     r"|failed permanently|address not found|delivery has failed|undeliverable|delivery to the following"
     r"|message you sent could not|the following address(es)? failed|unable to deliver"
-    r"|returned to sender|this is a permanent error|delivery incomplete",
+    r"|returned to sender|this is a permanent error|delivery incomplete|not yet been delivered"
+    r"|delivery attempts will continue",
     re.IGNORECASE,
 )
 _DELAY = re.compile(
