@@ -388,6 +388,13 @@ def request_count(stack: LocalStack) -> int:
     return len(stack.dataverse.stats()["requests"])
 
 
+def contact_addresses(stack: LocalStack) -> set[str]:
+    return {
+        str(c.get("emailaddress1") or "").lower()
+        for c in crm_get(stack, "contacts?$select=emailaddress1")["value"]
+    }
+
+
 def outbound_row(stack: LocalStack, email_id: str) -> dict[str, Any]:
     return dict(crm_get(stack, f"emails({email_id})?$select=statecode,statuscode,description"))
 
@@ -922,6 +929,137 @@ def test_delayed_delivery_report_does_not_fail_the_email(stack: LocalStack) -> N
     assert Ledger().suppressed(TENANT, [CARL]) == set()
     assert incoming_emails(stack) == []
     assert_outcome("<20261127190029.5E2B7400F9@mx1.client.example>", "filtered", reason=email_id)
+
+
+PLAIN_BOUNCES = {
+    "bounce_exim": "<E1vQ2xk-0003aB-7C@mx.client.example>",
+    "bounce_qmail": "<20261127150231.28193.qmail@mail.client.example>",
+    "bounce_gmail": "<5f2a9c61.1c69fb81.0a1b.77aa.GMR@mx.google.com>",
+    "bounce_sendmail": "<202611271504.4ARF4Lq0019911@relay.client.example>",
+    "bounce_office365": "<ab12cd34-0000-4000-8000-0123456789ab@AM0PR01MB1234.eurprd01.prod.outlook.com>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN_BOUNCES))
+def test_plain_text_bounce_of_router_sent_mail_marks_it_failed_like_a_structured_one(
+    stack: LocalStack, name: str
+) -> None:
+    """Bounces without multipart/report (Exim, qmail, Gmail, old sendmail, Office 365's text)
+    are recognised from their headers and wording, matched through the quoted original's
+    headers, and recorded as a structured report would be; no email, no contact."""
+    add_tenant(stack, [mailbox("help"), mailbox("uma", auto_create_contact=True)])
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    bounce = corpus_mail(
+        name,
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+    )
+
+    deliver(stack, (bounce, "uma"))
+
+    _failed_as_bounced(stack, email_id, "5.1.1" if name != "bounce_office365" else "5.1.10")
+    assert_outcome(PLAIN_BOUNCES[name], "filtered", reason=email_id)
+    assert not any(a.startswith(("postmaster@", "mailer-daemon@")) for a in contact_addresses(stack))
+
+
+def test_plain_text_bounce_of_other_mail_is_filtered_and_a_postmaster_gets_no_contact(
+    stack: LocalStack,
+) -> None:
+    """A bounce of mail sent from elsewhere is still no email; a person writing from postmaster@
+    is tracked, but a mailer daemon's address never becomes a contact."""
+    add_tenant(stack, [mailbox("uma", auto_create_contact=True)])
+    bounce = corpus_mail(
+        "bounce_qmail",
+        ses_message_id="<elsewhere-1@mail.acme.example>",
+        our_message_id="<elsewhere-0@mail.acme.example>",
+        router_id="",
+    )
+
+    deliver(stack, (bounce, "uma"), (corpus_mail("postmaster_note"), "uma"))
+
+    assert_outcome(PLAIN_BOUNCES["bounce_qmail"], "filtered", reason="mail the router did not send")
+    note = the_email(stack, "<note-44@client.example>")
+    assert {p for p in parties(note) if p[0] == SENDER} == {(SENDER, None, "postmaster@client.example")}
+    addresses = {
+        str(c.get("emailaddress1") or "").lower()
+        for c in crm_get(stack, "contacts?$select=emailaddress1")["value"]
+    }
+    assert not any(a.startswith(("postmaster@", "mailer-daemon@")) for a in addresses)
+
+
+@pytest.mark.parametrize("complainer", [CARL, "dora.diaz@client.example"])
+def test_abuse_report_on_router_sent_mail_records_the_complaint_and_suppresses_the_recipient(
+    stack: LocalStack, complainer: str
+) -> None:
+    """An ARF report (a feedback loop forwarding a recipient's "this is spam") on mail the router
+    sent is recorded on that email as SES's complaint events are, and suppresses the complaining
+    address — only when it is one the email went to. It never becomes an email, and the sent
+    email stays Sent."""
+    tenant(stack, "help", "uma")
+    email_id, sent = send_from_crm(stack, "Your quote for the annual service plan")
+    report = corpus_mail(
+        "arf_complaint",
+        ses_message_id=f"<{sent.ses_message_id}@{REGION}.amazonses.com>",
+        our_message_id=str(sent.message_id),
+        router_id=sent_router_id(stack, email_id),
+        complainer=complainer,
+    )
+
+    deliver(stack, (report, "uma"))
+
+    assert incoming_emails(stack) == []
+    found = assert_outcome("<fbl-20261128091241.5512@feedback.mailbox.example>", "filtered", reason=email_id)
+    assert "abuse" in found.reason
+    row = outbound_row(stack, email_id)
+    assert (row["statecode"], row["statuscode"]) == (1, 3)  # still Sent
+    outbound = Ledger().get_outbound(TENANT, email_id)
+    suppressed = Ledger().suppressed(TENANT, [CARL, "dora.diaz@client.example"])
+    if complainer == CARL:
+        assert outbound is not None and outbound.last_event == "Complaint"
+        assert suppressed == {CARL}
+    else:
+        assert suppressed == set()
+        assert "not a recipient" in found.reason
+
+
+def test_abuse_report_on_mail_the_router_did_not_send_is_filtered(stack: LocalStack) -> None:
+    tenant(stack, "help", "uma")
+    report = corpus_mail(
+        "arf_complaint",
+        ses_message_id="<elsewhere-1@mail.acme.example>",
+        our_message_id="<elsewhere-0@mail.acme.example>",
+        router_id="",
+        complainer=CARL,
+    )
+
+    deliver(stack, (report, "uma"))
+
+    assert incoming_emails(stack) == []
+    assert_outcome(
+        "<fbl-20261128091241.5512@feedback.mailbox.example>",
+        "filtered",
+        reason="mail the router did not send",
+    )
+    assert Ledger().suppressed(TENANT, [CARL]) == set()
+
+
+def test_read_receipt_is_filtered_as_automatic_unless_the_tenant_tracks_automatic_mail(
+    stack: LocalStack,
+) -> None:
+    tenant(stack, "help", "uma")
+    deliver(stack, (corpus_mail("read_receipt"), "uma"))
+
+    assert tracked(stack, "<mdn-7c1e@mail.client.example>") is None
+    assert_outcome("<mdn-7c1e@mail.client.example>", "filtered", reason="read receipt")
+
+    _empty_router_state(stack)
+    tenant(stack, "help", "uma", auto_generated={"track": True})
+    reset_runtime()
+    deliver(stack, (corpus_mail("read_receipt"), "uma"))
+
+    email = the_email(stack, "<mdn-7c1e@mail.client.example>")
+    assert email["subject"] == "Read: Your quote for the annual service plan"
 
 
 # ==== 4. one email per message across mailboxes ================================================

@@ -397,3 +397,77 @@ def test_mutated_reports_never_raise(name: str, data: st.DataObject) -> None:
             status.diagnostic.encode("utf-8")
         assert report.original_message_id is None or report.original_message_id.startswith("<")
         assert "\n" not in report.reporting_mta and "\r" not in report.reporting_mta
+
+
+# --- Plain-text bounces and abuse reports ----------------------------------------------------------
+
+
+def _plain(headers: str, body: str) -> bytes:
+    return (headers.strip() + "\n\n" + body).replace("\n", "\r\n").encode()
+
+
+def test_a_person_writing_about_undeliverable_mail_is_not_a_bounce() -> None:
+    """Bounce wording alone is not enough: the message must come from a mail system."""
+    parsed = parse_message(
+        _plain(
+            "From: Carl <carl@client.example>\nSubject: Undeliverable mail to your office?\nMessage-ID: <h@x.example>",
+            "Hi, my last mail could not be delivered to help@acme.example - can you check?\n",
+        )
+    )
+
+    assert parsed.delivery_report is None
+
+
+def test_exim_failed_recipients_header_alone_makes_a_bounce() -> None:
+    parsed = parse_message(
+        _plain(
+            "From: root@mx.client.example\nX-Failed-Recipients: carl@client.example\nSubject: Notice\n"
+            "Message-ID: <n@mx.client.example>",
+            "A message could not be handed on.\n\nMessage-ID: <sent-1@acme.example>\n",
+        )
+    )
+
+    assert parsed.delivery_report is not None
+    assert [s.recipient for s in parsed.delivery_report.statuses] == ["carl@client.example"]
+    assert parsed.delivery_report.original_message_id == "<sent-1@acme.example>"
+
+
+def test_delay_warning_in_plain_text_is_delayed_not_failed() -> None:
+    parsed = parse_message(
+        _plain(
+            "From: MAILER-DAEMON@mx.client.example\nReturn-Path: <>\n"
+            "Subject: Warning: message 1vQ delayed 24 hours\nMessage-ID: <w@mx.client.example>",
+            "This message was created automatically by mail delivery software.\n"
+            "A message that you sent has not yet been delivered to one or more of its recipients\n"
+            "after more than 24 hours on the queue on mx.client.example.\n\n  carl@client.example\n"
+            "    Delay reason: SMTP error 451 4.4.1 mailbox busy\n\nNo action is required on your part.\n"
+            "Delivery attempts will continue for some time, and this warning may be repeated.\n",
+        )
+    )
+
+    assert parsed.delivery_report is not None
+    (status,) = parsed.delivery_report.statuses
+    assert (status.recipient, status.action, status.status) == ("carl@client.example", "delayed", "4.4.1")
+
+
+def test_abuse_report_names_type_complainer_and_reported_message() -> None:
+    parsed = parse_message(
+        _plain(
+            "From: fbl@isp.example\nSubject: Abuse report\nMessage-ID: <a@isp.example>\nMIME-Version: 1.0\n"
+            'Content-Type: multipart/report; report-type=feedback-report; boundary="b"',
+            "--b\nContent-Type: text/plain\n\nSpam report.\n\n--b\nContent-Type: message/feedback-report\n\n"
+            "Feedback-Type: abuse\nUser-Agent: ISP-FBL/1.0\nVersion: 1\n"
+            "Original-Rcpt-To: <Carl@Client.Example>\n\n"
+            "--b\nContent-Type: text/rfc822-headers\n\nMessage-ID: <sent-2@acme.example>\n"
+            "X-EmailRouter-Id: acme/e-2/0123\n\n--b--\n",
+        )
+    )
+
+    report = parsed.feedback_report
+    assert report is not None and parsed.delivery_report is None
+    assert (report.feedback_type, report.recipients, report.reporter) == (
+        "abuse",
+        ("carl@client.example",),
+        "ISP-FBL/1.0",
+    )
+    assert (report.original_message_id, report.router_id) == ("<sent-2@acme.example>", "acme/e-2/0123")

@@ -487,6 +487,19 @@ def test_router_id_is_reduced_to_safe_characters() -> None:
     assert _header_names(message) == BASE_HEADERS
 
 
+def test_router_id_header_stays_on_one_line_even_beyond_78_characters() -> None:
+    """Scripts and bounces that quote the original read headers line by line."""
+    rendered = render_mime(_email(tenant_id="a-tenant-with-a-rather-long-identifier"))
+
+    (line,) = [raw for raw in rendered.raw.split(b"\r\n") if raw.lower().startswith(b"x-emailrouter-id:")]
+    value = line.split(b":", 1)[1].strip().decode()
+    assert len(line) > 78
+    assert verify(value, [KEY]) == (
+        "a-tenant-with-a-rather-long-identifier",
+        "5f0c3a52-0000-0000-0000-000000000001",
+    )
+
+
 def test_router_id_is_signed_so_no_recipient_can_name_another_email() -> None:
     """The header every recipient sees verifies only under the deployment's key, and only for
     the email it was made for: neither changing the ids nor another key passes."""

@@ -46,6 +46,18 @@ class DeliveryReport:
     reporting_mta: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class FeedbackReport:
+    """An abuse report (RFC 5965 ARF, multipart/report; report-type=feedback-report)."""
+
+    feedback_type: str  # abuse, fraud, virus, other, not-spam, auth-failure, unspecified
+    recipients: tuple[str, ...] = ()  # Original-Rcpt-To, else the reported message's To and Cc
+    original_message_id: str | None = None
+    original_references: tuple[str, ...] = ()
+    router_id: str | None = None
+    reporter: str = ""  # User-Agent or Reporting-MTA
+
+
 @dataclass(slots=True)
 class ParsedMessage:
     """What deliver_inbound needs from a raw message. Built by `mime.parse.parse_message`."""
@@ -72,6 +84,7 @@ class ParsedMessage:
     thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
     delivery_report: DeliveryReport | None = None  # set for delivery status notifications
     over_limit: str = ""  # why the message is over a structure cap (parts, attachments): quarantined
+    feedback_report: FeedbackReport | None = None  # set for abuse reports (ARF)
 
     @property
     def text_body(self) -> str:

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from emailrouter.mime.addresses import parse_address_list, repair_mailbox
 from emailrouter.mime.bodies import MAX_PARTS, BodyWalker
+from emailrouter.mime.bounces import read_text_bounce
 from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
+from emailrouter.mime.feedback import read_feedback_report
 from emailrouter.mime.fingerprint import message_fingerprint
 from emailrouter.mime.headers import (
     RawHeaders,
@@ -35,7 +37,7 @@ from emailrouter.mime.tree import parse_tree
 if TYPE_CHECKING:
     from email.message import Message
 
-    from emailrouter.mime.models import Address, DeliveryReport
+    from emailrouter.mime.models import Address, DeliveryReport, FeedbackReport
 
 # Headers kept in `ParsedMessage.headers`, decoded, first value only.
 SELECTED_HEADERS = (
@@ -239,6 +241,14 @@ def _delivery_report(message: Message, headers: RawHeaders, defects: DefectLog) 
     return read_delivery_report(message, defects)
 
 
+def _feedback_report(message: Message, headers: RawHeaders, defects: DefectLog) -> FeedbackReport | None:
+    """The abuse report of a multipart/report (ARF); the substring test keeps other mail cheap."""
+    content_type = headers.first("content-type")
+    if content_type is None or "feedback-report" not in content_type.lower():
+        return None
+    return read_feedback_report(message, defects)
+
+
 def _as_bytes(raw: object) -> bytes:
     if isinstance(raw, bytes):
         return raw
@@ -309,7 +319,18 @@ def parse_message(
         thread_index=decode_thread_index(headers.first("thread-index"), defects),
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
         over_limit=over_limit,
+        feedback_report=_feedback_report(message, headers, defects) if has_structure else None,
     )
+    content_type = (headers.first("content-type") or "").lower()
+    if parsed.delivery_report is None and parsed.feedback_report is None and "report" not in content_type:
+        parsed.delivery_report = read_text_bounce(
+            message,
+            headers,
+            parsed.sender.email if parsed.sender else "",
+            parsed.subject,
+            lambda: parsed.text_body,
+            defects,
+        )
     parsed.defects = defects.as_list()
     if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID
         parsed.fingerprint = message_fingerprint(

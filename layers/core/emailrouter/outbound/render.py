@@ -24,9 +24,9 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
@@ -52,8 +52,25 @@ SES_MAX_MESSAGE_BYTES = 40_000_000
 SES_MAX_RECIPIENTS = 50
 MAX_LINE_BYTES = 998  # RFC 5322 2.1.1, without the CRLF
 
+
+class _Policy(EmailPolicy):
+    """SMTP's policy, except that X-EmailRouter-Id stays on one line (safe characters, at most
+    310 bytes): whatever reads it line by line — a script, an MTA quoting it in a bounce —
+    finds it whole."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() == HEADER.lower():
+            return f"{name}: {value}{self.linesep}"
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() == HEADER.lower():
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return bytes(super().fold_binary(name, value))
+
+
 # 7-bit output: non-ASCII bodies get quoted-printable or base64, headers RFC 2047/2231, CRLF.
-_POLICY = policy.SMTP.clone(cte_type="7bit")
+_POLICY = _Policy().clone(linesep="\r\n", cte_type="7bit")
 _ATEXT_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$")
 _MIMETYPE = re.compile(r"^([a-z0-9!#$&^_.+-]{1,127})/([a-z0-9!#$&^_.+-]{1,127})(?:$|[\s;])")

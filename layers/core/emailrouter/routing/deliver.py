@@ -30,6 +30,7 @@ from emailrouter.crm.parties import choose_sender
 from emailrouter.ledger.models import Outcome
 from emailrouter.ledger.store import ClaimBusyError
 from emailrouter.ledger.threads import ThreadRef, conversation_key, message_id_key, ref_ops, subject_prefix
+from emailrouter.mime.bounces import is_mailer_daemon
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.parse import parse_message
 from emailrouter.observability import logger
@@ -42,7 +43,7 @@ from emailrouter.routing.filters import auto_generated_reason, received_after_re
 from emailrouter.routing.keys import message_key, raw_key
 from emailrouter.routing.loops import loop_counter
 from emailrouter.routing.outcomes import DeliveryResult, is_retryable, quarantine_reason
-from emailrouter.routing.reports import apply_delivery_report
+from emailrouter.routing.reports import apply_report, is_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -313,9 +314,9 @@ class _Run:
         if parsed is None or work.problem is not None:
             self._quarantine(work, work.problem or "unparseable")
             return
-        if parsed.delivery_report is not None:
+        if is_report(parsed):
             try:
-                reason = apply_delivery_report(parsed.delivery_report, tenant, self._ledger, self._crm)
+                reason = apply_report(parsed, tenant, self._ledger, self._crm)
             except Exception as error:
                 self._fail(work, error)
                 return
@@ -447,7 +448,13 @@ class _Run:
         if reason is not None:
             work.finish(Outcome.FILTERED, reason)
             return
-        if sender and not sender_matches and mailbox.auto_create_contact and work.auto_reason is None:
+        if (
+            sender
+            and not sender_matches
+            and mailbox.auto_create_contact
+            and work.auto_reason is None
+            and not is_mailer_daemon(sender)  # a mail system is never a contact
+        ):
             chosen = create_contact(
                 connection.client, tenant.tenant_id, sender, parsed.sender.name if parsed.sender else ""
             )

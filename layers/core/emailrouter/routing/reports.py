@@ -1,5 +1,6 @@
-"""Delivery status notifications that reach a tracked mailbox: matched to the outbound email they
-report on and recorded there — the same way SES bounce events are — never tracked as new mail.
+"""Delivery status notifications and abuse reports (ARF) that reach a tracked mailbox: matched to
+the outbound email they report on and recorded there — the same way SES bounce and complaint
+events are — never tracked as new mail.
 
 Anyone can send a tracked mailbox a report, and every recipient of our mail knows its headers,
 so a report is believed only as far as it can be checked:
@@ -11,6 +12,8 @@ so a report is believed only as far as it can be checked:
 - only its statuses for addresses the email was sent to count (Final-Recipient, or
   Original-Recipient for a forward): only those are suppressed, and only a permanent failure of
   one of them marks the email Failed. Statuses for other addresses are listed in the reason.
+- an abuse report is recorded on the email as a Complaint and suppresses the complaining
+  addresses it names that the email was sent to; the email stays Sent.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from emailrouter.routing.correlate import reply_keys
 if TYPE_CHECKING:
     from emailrouter.crm.connections import CrmConnections
     from emailrouter.ledger.store import Ledger
-    from emailrouter.mime.models import DeliveryReport, DeliveryStatus
+    from emailrouter.mime.models import DeliveryReport, DeliveryStatus, FeedbackReport, ParsedMessage
     from emailrouter.tenancy.models import TenantConfig
 
 _SHOWN_OUTSIDERS = 5
@@ -44,7 +47,25 @@ class _OneTenant:
         return self._tenant
 
 
-def reported_email(report: DeliveryReport, tenant: TenantConfig, ledger: Ledger) -> str | None:
+COMPLAINT_EVENT = "Complaint"  # as SES names its complaint events
+
+
+def is_report(parsed: ParsedMessage) -> bool:
+    """Whether the message is a delivery report or an abuse report (never tracked as mail)."""
+    return parsed.delivery_report is not None or parsed.feedback_report is not None
+
+
+def apply_report(parsed: ParsedMessage, tenant: TenantConfig, ledger: Ledger, crm: CrmConnections) -> str:
+    """Record the message's report on the outbound email it names; the filter reason."""
+    if parsed.delivery_report is not None:
+        return apply_delivery_report(parsed.delivery_report, tenant, ledger, crm)
+    assert parsed.feedback_report is not None
+    return apply_feedback_report(parsed.feedback_report, tenant, ledger, crm)
+
+
+def reported_email(
+    report: DeliveryReport | FeedbackReport, tenant: TenantConfig, ledger: Ledger
+) -> str | None:
     """The id of the tenant's outbound email the report is about, or None."""
     if report.router_id:
         named = verify(report.router_id, deployment_keys().accepted())
@@ -117,3 +138,26 @@ def apply_delivery_report(
     )
     done = apply_ses_event(event, _OneTenant(tenant), ledger, crm)
     return f"delivery status notification for outbound email {email_id}: {done}{outside}"[:900]
+
+
+def apply_feedback_report(
+    report: FeedbackReport, tenant: TenantConfig, ledger: Ledger, crm: CrmConnections
+) -> str:
+    """Record an abuse report as a complaint on the outbound email; the filter reason."""
+    kind = f"abuse report ({report.feedback_type}{', ' + report.reporter if report.reporter else ''})"
+    email_id = reported_email(report, tenant, ledger)
+    if email_id is None:
+        return f"{kind} for mail the router did not send"[:900]
+    recipients = sent_recipients(tenant, email_id, crm) if report.recipients else set()
+    complaining = [a for a in report.recipients if a in recipients]
+    outsiders = [a for a in report.recipients if a not in recipients]
+    outside = ""
+    if outsiders:
+        shown = ", ".join(outsiders[:_SHOWN_OUTSIDERS]) + (" …" if len(outsiders) > _SHOWN_OUTSIDERS else "")
+        outside = f" (ignored, not a recipient of it: {shown})"
+    if outsiders and not complaining:
+        return f"{kind} for outbound email {email_id}: nothing recorded{outside}"[:900]
+    detail = f"complaint: {report.feedback_type} (by mail from {report.reporter or 'a feedback loop'})"
+    event = SesEvent(COMPLAINT_EVENT, "", tenant.tenant_id, email_id, detail[:500], False, tuple(complaining))
+    done = apply_ses_event(event, _OneTenant(tenant), ledger, crm)
+    return f"{kind} for outbound email {email_id}: {done}{outside}"[:900]
