@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from emailrouter.crm.deadline import lambda_deadline
 from emailrouter.observability import logger, metrics, tracer
 from emailrouter.queues.messages import InboundMessage, InboundRecord
-from emailrouter.routing.inbound import acknowledge_batch, deliver_messages
+from emailrouter.routing.inbound import acknowledge_batch, deliver_messages, hold_for_disabled_tenants
+from emailrouter.routing.outcomes import DeliveryResult
 from emailrouter.runtime import get_runtime
 
 processor = BatchProcessor(event_type=EventType.SQS, model=InboundRecord, raise_on_entire_batch_failure=False)
@@ -47,12 +48,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = lambda_deadline(context)
     with runtime.crm.within(deadline):
         results = deliver_messages(runtime, items, deadline)
+    held = hold_for_disabled_tenants(runtime, items, results)
     outcomes: dict[str, object] = {
-        owner: result for (_message, owner), result in zip(items, results, strict=True)
+        owner: result for (_message, owner), result in zip(items, results, strict=True) if owner not in held
     }
     response = process_partial_response(
         event=event, record_handler=_reporter(outcomes), processor=processor, context=context
     )
-    delivered = [m for (m, owner), r in zip(items, results, strict=True) if not isinstance(r, BaseException)]
+    delivered = [m for (m, _owner), r in zip(items, results, strict=True) if isinstance(r, DeliveryResult)]
     acknowledge_batch(runtime, delivered)
     return response

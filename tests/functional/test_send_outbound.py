@@ -155,3 +155,35 @@ def test_a_batch_of_sends_to_a_hung_crm_ends_within_the_invocations_remaining_ti
     local_stack.dataverse.clear_faults()
     for email_id in ids:
         assert crm_get(local_stack, f"emails({email_id})?$select=statuscode")["statuscode"] == 6
+
+
+@pytest.mark.timeout(300)
+def test_a_queued_send_of_a_tenant_whose_crm_breaker_is_open_asks_nothing_and_goes_out_after_it_closes(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_BREAKER_THRESHOLD", "1")
+    monkeypatch.setenv("CRM_BREAKER_COOLDOWN_SECONDS", "3")
+    reset_runtime()
+    _prepare(local_stack)
+    email_id = _pending_send(local_stack, "After the outage")
+    runner, endpoints = local_stack.runner, local_stack.endpoints
+    assert runner is not None and endpoints is not None
+    dispatch = schedule_event("dispatch-outbound", endpoints.region, iso())
+    assert runner.invoke("DispatchOutboundFunction", dispatch)["enqueued"] == 1  # the job is queued
+    local_stack.dataverse.set_faults([{"kind": "latency", "delay_ms": 2_500}])
+    errors = runner.invoke("DispatchOutboundFunction", dispatch, timeout_seconds=2)["errors"]
+    assert "CrmTimeoutError" in errors[0]  # the breaker opens
+    local_stack.dataverse.clear_faults()
+    send = next(b for b in runner.queues if b.function == "SendOutboundFunction")
+    polled_at = time.monotonic()  # the emulator's journal runs on this process's monotonic clock
+
+    assert runner.poll_queue(send) == 1
+
+    time.sleep(2.6)  # requests of the timed-out dispatch are journaled once answered
+    assert [e for e in local_stack.dataverse.journal_entries() if e.arrived >= polled_at] == []
+    assert _ses_sent(local_stack) == []
+    time.sleep(0.5)  # the cool-down is over
+    assert runner.invoke("DispatchOutboundFunction", dispatch)["enqueued"] == 1  # the trial run
+    assert runner.poll_queue(send) == 1
+    assert len(_ses_sent(local_stack)) == 1
+    assert crm_get(local_stack, f"emails({email_id})?$select=statuscode")["statuscode"] == 3

@@ -36,6 +36,8 @@ class Settings(BaseModel):
     # The CRM circuit breaker (crm.breaker): consecutive timeouts that open it, and for how long.
     crm_breaker_threshold: int = Field(default=3, ge=1)
     crm_breaker_cooldown_seconds: int = Field(default=300, ge=1)
+    # Queued inbound mail of a disabled tenant goes back to its queue for this long (SQS: ≤ 900 s).
+    disabled_tenant_retry_seconds: int = Field(default=900, ge=0, le=900)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

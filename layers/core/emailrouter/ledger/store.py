@@ -548,6 +548,19 @@ class Ledger:
                 ExpressionAttributeValues=_values({":now": epoch(), ":queued": OutboundState.QUEUED.value}),
             )
 
+    def release_queued(self, tenant_id: str, email_id: str) -> None:
+        """A queued job that will not be worked (its tenant was disabled): the next dispatch may
+        queue the email again at once."""
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._out_key(tenant_id, email_id),
+                UpdateExpression="SET claim_expires = :zero",
+                ConditionExpression="#s = :queued",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues=_values({":zero": 0, ":queued": OutboundState.QUEUED.value}),
+            )
+
     def begin_send(self, tenant_id: str, email_id: str, message_id: str) -> bool:
         """Record the intent to send, before calling SES. False when a send was already begun."""
         try:

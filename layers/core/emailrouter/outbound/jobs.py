@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 
 from emailrouter.crm.deadline import lambda_deadline, time_left
+from emailrouter.crm.errors import CrmTimeoutError
 from emailrouter.observability import logger
 from emailrouter.outbound.dispatch import RunBudget, dispatch_tenants
 from emailrouter.outbound.events import apply_ses_event, parse_ses_event
+from emailrouter.outbound.send import SendResult
 from emailrouter.routing.outcomes import RetryLater
 
 if TYPE_CHECKING:
@@ -19,7 +21,6 @@ if TYPE_CHECKING:
     from emailrouter.crm.deadline import RemainingTime
     from emailrouter.outbound.dispatch import DispatchResult
     from emailrouter.outbound.events import SesEvent
-    from emailrouter.outbound.send import SendResult
     from emailrouter.queues.messages import OutboundJob
     from emailrouter.runtime import Runtime
 
@@ -56,7 +57,25 @@ def send_one(runtime: Runtime, job: OutboundJob, deadline: Callable[[], float] |
     otherwise the job goes back to its queue (RetryLater) without a request."""
     if deadline is not None and time_left(deadline) <= 0:
         raise RetryLater("no time left in this invocation for another send")
-    return runtime.outbound.send(runtime.tenants.get(job.tenant_id), job.email_id)
+    tenant = runtime.tenants.get(job.tenant_id)
+    if not (tenant.enabled and tenant.outbound.enabled):
+        # Disabled after the job was queued: not sent. The email stays Pending Send, and its
+        # ledger record no longer holds it back, so the first dispatch after re-enabling takes it.
+        runtime.ledger.release_queued(job.tenant_id, job.email_id)
+        return SendResult(job.tenant_id, job.email_id, "skipped", "tenant or its outbound mail is disabled")
+    refusal, health = runtime.breaker.refusal(job.tenant_id)
+    if refusal is not None:
+        # Not a request to an organization that keeps timing out; dispatch queues the email
+        # again once the breaker lets it through (a job returned to its queue would reach the DLQ).
+        runtime.ledger.release_queued(job.tenant_id, job.email_id)
+        return SendResult(job.tenant_id, job.email_id, "skipped", refusal)
+    try:
+        result = runtime.outbound.send(tenant, job.email_id)
+    except CrmTimeoutError as error:
+        runtime.breaker.record_timeout(job.tenant_id, f"{type(error).__name__}: {error}")
+        raise
+    runtime.breaker.record_success(job.tenant_id, health)
+    return result
 
 
 def handle_ses_event(runtime: Runtime, body: str) -> tuple[SesEvent, str]:

@@ -42,7 +42,7 @@ from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.filters import auto_generated_reason, received_after_reason, tracking_reason
 from emailrouter.routing.keys import message_key, raw_key
 from emailrouter.routing.loops import loop_counter
-from emailrouter.routing.outcomes import DeliveryResult, is_retryable, quarantine_reason
+from emailrouter.routing.outcomes import DeliveryResult, TenantDisabledError, is_retryable, quarantine_reason
 from emailrouter.routing.reports import apply_report, is_report
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ class _Run:
         try:
             work.tenant = self._tenants.get(work.message.tenant_id)
             work.mailbox = work.tenant.mailbox(work.message.mailbox_id)
+            if not work.tenant.enabled:
+                raise TenantDisabledError(f"tenant {work.tenant.tenant_id} is disabled")
             work.raw = self._read_raw(work)
         except Exception as error:
             work.error = error

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from emailrouter import aws
 from emailrouter.observability import count, logger
 from emailrouter.routing.acknowledge import acknowledge_mailbox
-from emailrouter.routing.outcomes import DeliveryResult
+from emailrouter.routing.outcomes import DeliveryResult, TenantDisabledError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -50,6 +51,43 @@ def deliver_messages(
     for (tenant_id, name), value in counts.items():
         count(name, tenant_id, value)
     return results
+
+
+def hold_for_disabled_tenants(
+    runtime: Runtime, items: list[tuple[InboundMessage, str]], results: list[DeliveryResult | BaseException]
+) -> set[str]:
+    """Queue again, delayed, the messages of tenants disabled since they were fetched; returns
+    the owners (SQS message ids) of those queued again, which are then done in this batch.
+
+    A disabled tenant's mail is neither delivered nor lost: it comes back every
+    `disabled_tenant_retry_seconds` until the tenant is enabled again (as a new message, so its
+    receive count never reaches the dead-letter queue). A message that cannot be queued again
+    stays failed and returns to the queue the ordinary way.
+    """
+    held: set[str] = set()
+    delay = runtime.settings.disabled_tenant_retry_seconds
+    for (message, owner), result in zip(items, results, strict=True):
+        if not isinstance(result, TenantDisabledError):
+            continue
+        try:
+            aws.client("sqs").send_message(
+                QueueUrl=runtime.settings.inbound_queue_url,
+                MessageBody=message.model_dump_json(),
+                MessageGroupId=message.tenant_id,
+                DelaySeconds=delay,
+            )
+        except Exception as error:
+            logger.warning("disabled tenant's message not queued again", reason=str(error)[:300])
+            continue
+        held.add(owner)
+        count("inbound_held", message.tenant_id)
+        logger.info(
+            "message held: its tenant is disabled",
+            tenant_id=message.tenant_id,
+            mailbox_id=message.mailbox_id,
+            retry_seconds=delay,
+        )
+    return held
 
 
 def acknowledge_batch(runtime: Runtime, delivered: Iterable[InboundMessage]) -> int:

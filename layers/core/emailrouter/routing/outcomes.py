@@ -26,6 +26,10 @@ class RetryLater(Exception):
     """The message cannot be finished now (throttled, CRM down, claim busy): back to the queue."""
 
 
+class TenantDisabledError(RetryLater):
+    """The tenant was disabled after its work was queued: the work waits, it is not lost."""
+
+
 def is_retryable(error: Exception) -> bool:
     """True when the message should return to its queue; False when it gets quarantined.
 
