@@ -8,6 +8,7 @@ ledger. The stack and its per-test reset are those of test_inbound_tracking.
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -20,16 +21,18 @@ from emailrouter.queues.rawstore import RawMailStore
 from emailrouter.queues.sender import QueueSender, inbound_message
 from tests.functional.test_inbound_tracking import (
     deliver,
+    delivery_log,
     incoming_emails,
+    mailbox,
     module_stack,
     stack,
     tenant,
 )
-from tests.helpers import CONTACT_ID, TENANT
+from tests.helpers import CONTACT_ID, TENANT, USER_ID, add_tenant, crm_get
 
 pytestmark = pytest.mark.timeout(300)
 
-__all__ = ["module_stack", "stack"]  # the fixtures, shared with test_inbound_tracking
+__all__ = ["delivery_log", "module_stack", "stack"]  # the fixtures, shared with test_inbound_tracking
 
 
 def message(
@@ -243,3 +246,105 @@ def test_two_hundred_thousand_tiny_parts_are_refused_without_parsing_them(stack:
     assert cost < 3 * baseline + 0.5, (cost, baseline)
     outcome, reason = ledger_outcome("<parts@client.example>")
     assert outcome == "quarantined" and "MIME parts" in reason, reason
+
+
+# ==== identity: Message-ID and content ========================================================
+
+
+def with_attachment(name: str, content: bytes, *, message_id: str | None) -> bytes:
+    head = (
+        "From: Carl Contact <carl@client.example>\r\nTo: help@acme.example\r\nSubject: The report\r\n"
+        "Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n'
+    )
+    if message_id:
+        head += f"Message-ID: {message_id}\r\n"
+    body = (
+        "--b\r\nContent-Type: text/plain\r\n\r\nThe report is attached.\r\n"
+        f'--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(content).decode().replace("\n", "\r\n")
+    )
+    return (head + "\r\n" + body + "--b--\r\n").encode()
+
+
+def redelivered(raw: bytes) -> bytes:
+    """The same message as another MTA hands it over: LF line ends, transport headers added."""
+    transport = (
+        b"Return-Path: <carl@client.example>\r\nDelivered-To: help@acme.example\r\n"
+        b"Received: from relay.client.example by mx2.acme.example; Fri, 27 Nov 2026 10:00:05 +0000\r\n"
+        b"X-Spam-Score: 0.1\r\n"
+    )
+    return (transport + raw).replace(b"\r\n", b"\n")
+
+
+def attachment_names(stack: LocalStack) -> list[list[str]]:
+    return sorted(
+        sorted(a["filename"] for a in e["email_activity_mime_attachment"]) for e in incoming_emails(stack)
+    )
+
+
+def test_messages_without_message_id_that_differ_only_in_attachments_are_two_emails(
+    stack: LocalStack,
+) -> None:
+    tenant(stack)
+    first = with_attachment("march.pdf", b"%PDF-1.4 march figures", message_id=None)
+    second = with_attachment("april.pdf", b"%PDF-1.4 april figures", message_id=None)
+    deliver(stack, (first, "help"))
+    deliver(stack, (second, "help"))
+    deliver(stack, (redelivered(first), "help"))  # the same bytes again, as another MTA hands them over
+    assert attachment_names(stack) == [["april.pdf"], ["march.pdf"]]
+    assert sorted(str(r.outcome) for r in records()) == ["created", "created"]  # the third a duplicate
+
+
+def test_a_different_message_reusing_a_message_id_is_tracked_not_dropped_as_a_duplicate(
+    stack: LocalStack, delivery_log: list[dict[str, Any]]
+) -> None:
+    tenant(stack)
+    first = with_attachment("march.pdf", b"%PDF-1.4 march figures", message_id="<reused@client.example>")
+    second = with_attachment("april.pdf", b"%PDF-1.4 april figures", message_id="<reused@client.example>")
+    deliver(stack, (first, "help"))
+    deliver(stack, (second, "help"))
+    deliver(stack, (redelivered(first), "help"), (second, "help"))  # each again: duplicates now
+    assert attachment_names(stack) == [["april.pdf"], ["march.pdf"]]
+    outcomes = [entry["outcome"] for entry in delivery_log]
+    assert outcomes[:2] == ["created", "created"] and sorted(outcomes[2:]) == ["duplicate", "duplicate"]
+    reused = [r for r in records() if "reused" in r.reason]
+    assert len(reused) == 1 and reused[0].message_id == "<reused@client.example>", records()
+
+
+# ==== senders whose domain's DMARC fails =======================================================
+
+DMARC_FAIL = (
+    "Authentication-Results: mx.acme.example; spf=fail smtp.mailfrom=acme.example;"
+    " dkim=none; dmarc=fail (p=reject) header.from=acme.example\r\n"
+)
+DMARC_PASS = (
+    "Authentication-Results: mx.acme.example; spf=pass; dkim=pass; dmarc=pass header.from=acme.example\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("results", "bound"),
+    [(DMARC_FAIL, None), (DMARC_PASS + DMARC_FAIL, USER_ID), ("", USER_ID)],
+    ids=["receiving-server-says-fail", "only-a-lower-header-says-fail", "no-results"],
+)
+def test_a_sender_failing_dmarc_is_not_resolved_to_a_crm_user(
+    stack: LocalStack, results: str, bound: str | None
+) -> None:
+    """Only the topmost Authentication-Results is the receiving server's; a sender whose DMARC
+    fails there claims a user's address without proof, and stays an unresolved party."""
+    tenant(stack)
+    deliver(stack, (message(sender="Uma User <uma@acme.example>", extra_headers=results), "help"))
+    email = emails_by_subject(stack)["Quarterly figures"]
+    assert {p for p in party_set(email) if p[0] == 1} == {(1, bound, "uma@acme.example")}
+
+
+def test_no_contact_is_created_for_a_sender_failing_dmarc(stack: LocalStack) -> None:
+    add_tenant(stack, [mailbox("help", auto_create_contact=True)])
+    forged = message(sender="Nina Newcomer <nina@newco.example>", extra_headers=DMARC_FAIL)
+    genuine = message("Second", sender="Nina Newcomer <nina@newco.example>", message_id="<q2@client.example>")
+    deliver(stack, (forged, "help"))
+    assert crm_get(stack, "contacts?$filter=emailaddress1 eq 'nina@newco.example'")["value"] == []
+    deliver(stack, (genuine, "help"))
+    assert len(crm_get(stack, "contacts?$filter=emailaddress1 eq 'nina@newco.example'")["value"]) == 1

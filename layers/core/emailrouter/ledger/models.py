@@ -24,6 +24,7 @@ class InboundRecord(BaseModel):
     mailbox_id: str = ""
     source_ref: str = ""
     message_id: str | None = None
+    content_digest: str | None = None  # of the message's content: a reused Message-ID tells apart
     subject: str = ""
     outcome: Outcome | None = None
     reason: str = ""

@@ -15,6 +15,7 @@ RTF-only body while the MIME parts have no body either.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mimetypes
 import re
@@ -217,6 +218,8 @@ class BodyWalker:
         self._max_attachment_bytes = max_attachment_bytes
         self._generated = 0
         self._parts = 0
+        # What every leaf holds, decoded, in source order: the content's identity (fingerprint.py).
+        self.content_hash = hashlib.sha256()
         self.over_limit = ""  # why the message is over a structure cap; empty when it is not
         self.result = BodyParts()
         self._tnef_body = BodyParts()  # used only when the MIME parts give no body
@@ -257,6 +260,7 @@ class BodyWalker:
             return
         unused_rendering = info.maintype == "text" and info.mimetype not in _KNOWN_NAMES
         if role == "none" and unused_rendering and not info.filename:
+            self._hash_leaf(info, payload_bytes(part))  # not used, but part of the content
             return  # an alternative rendering of the body we did not choose (text/enriched, …)
         payload = _raw_payload(part)
         if (
@@ -267,12 +271,21 @@ class BodyWalker:
             content = decode_base64_text(payload, self._defects)
         else:
             content = decode_transfer(payload_bytes(part), info.transfer_encoding, self._defects)
+        self._hash_leaf(info, content)
         if info.is_body_candidate:
             self._add_body(content, info, role)
         elif is_tnef_part(info.mimetype, info.filename):
             self._open_tnef(content, info)
         else:
             self._attach(content, info)
+
+    def _hash_leaf(self, info: _PartInfo, content: bytes) -> None:
+        """Add one leaf to `content_hash`: its type, name and decoded content, text with its line
+        ends and trailing white space normalised (a transport may change those, not the content)."""
+        if info.maintype in ("text", "message"):
+            content = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip()
+        self.content_hash.update(f"{info.mimetype}\x00{info.filename}\x00{len(content)}\x00".encode())
+        self.content_hash.update(content)
 
     def _finish(self) -> None:
         """Use the TNEF body when the MIME parts gave none; keep RTF-only winmail.dat files then."""
@@ -311,7 +324,9 @@ class BodyWalker:
                 self._visit(repaired, depth + 1, role, "text/plain")
                 return
         plain = _PartInfo("text/plain", info.content_type, info.disposition, info.transfer_encoding, None, "")
-        self._add_body(decode_transfer(body, info.transfer_encoding, self._defects), plain, role)
+        content = decode_transfer(body, info.transfer_encoding, self._defects)
+        self._hash_leaf(plain, content)
+        self._add_body(content, plain, role)
 
     def _add_body(self, content: bytes, info: _PartInfo, role: Role) -> None:
         charset = info.content_type.params.get("charset")
@@ -365,6 +380,7 @@ class BodyWalker:
         except Exception:  # a hostile attached message must not sink its parent
             self._defects.add("attached-message-unreadable")
             content = payload_bytes(part)
+        self._hash_leaf(info, content)
         if not info.filename and info.subtype in ("rfc822", "global"):
             inner = children_of(part)
             subject = ""

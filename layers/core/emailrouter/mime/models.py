@@ -72,7 +72,9 @@ class ParsedMessage:
     date: str | None = None  # ISO 8601 UTC, None when absent or unparseable
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
-    html_body: str = ""  # safe HTML for the CRM description (plain text is converted)
+    # The CRM description: the HTML body as it came (not sanitised: the CRM renders email
+    # bodies as it does those Server-Side Synchronization stores), or the plain text as escaped HTML.
+    html_body: str = ""
     # The plain-text body: the text parts, or (derived only when read) the HTML body as text.
     _text_body: str | None = ""
     _text_from_html: str = ""
@@ -80,9 +82,13 @@ class ParsedMessage:
     headers: dict[str, str] = field(default_factory=dict)  # selected headers, decoded, first value
     defects: list[str] = field(default_factory=list)  # what the parser had to repair
     size: int = 0
-    fingerprint: str = ""  # stable hash of headers and body; set only for messages without Message-ID
+    fingerprint: str = ""  # stable hash of headers and content; set only for messages without Message-ID
+    content_digest: str = ""  # hash of every part's decoded content (mime/fingerprint.py)
     thread_index: bytes | None = None  # decoded Thread-Index (Outlook's conversation index)
     delivery_report: DeliveryReport | None = None  # set for delivery status notifications
+    # The receiving server's Authentication-Results says DMARC failed for the From domain: the
+    # sender is not resolved to a CRM user, nor made a contact (routing/deliver.py).
+    dmarc_failed: bool = False
     over_limit: str = ""  # why the message is over a structure cap (parts, attachments): quarantined
     feedback_report: FeedbackReport | None = None  # set for abuse reports (ARF)
 

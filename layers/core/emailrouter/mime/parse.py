@@ -22,13 +22,14 @@ from emailrouter.mime.defects import DefectLog
 from emailrouter.mime.dsn import read_delivery_report
 from emailrouter.mime.errors import MalformedMessageError
 from emailrouter.mime.feedback import read_feedback_report
-from emailrouter.mime.fingerprint import message_fingerprint
+from emailrouter.mime.fingerprint import body_digest, message_fingerprint
 from emailrouter.mime.headers import (
     RawHeaders,
     decode_unstructured,
     parse_date,
     parse_message_id,
     parse_references,
+    unfold,
 )
 from emailrouter.mime.models import ParsedMessage
 from emailrouter.mime.thread_index import decode_thread_index
@@ -69,6 +70,7 @@ _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n|$)")
 _BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _MAX_BINARY_BYTES = 8  # a few stray control bytes are broken mail; more is not mail
 _MULTIPART = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?multipart/", re.IGNORECASE | re.MULTILINE)
+_DMARC_FAIL = re.compile(r"(?:^|[;\s])dmarc[ \t]*=[ \t]*fail\b", re.IGNORECASE)
 MAX_HEADER_LINES = 10_000  # lines past these are left to the feed parser as they are
 # A header block names at least one of these (RFC 5322, RFC 2045, and what transports add).
 KNOWN_FIELDS = frozenset(
@@ -147,7 +149,9 @@ def _header_block(data: bytes, defects: DefectLog) -> tuple[bytes | memoryview, 
     while last + 1 < len(lines) and lines[last + 1][2] == "continuation":
         last += 1
     block_end = lines[last][1]
-    if len(_BINARY.findall(data, start, block_end)) > _MAX_BINARY_BYTES:
+    # Without the blank line after it, the line that ends the block must be text as well.
+    checked_end = lines[last + 1][1] if last + 1 < len(lines) else block_end
+    if len(_BINARY.findall(data, start, checked_end)) > _MAX_BINARY_BYTES:
         raise MalformedMessageError("the header block is not text")
     names = {_field_name(data[s:e]) for s, e, kind in lines[: last + 1] if kind in ("header", "obsolete")}
     if not names & KNOWN_FIELDS:
@@ -233,6 +237,13 @@ def _sender(headers: RawHeaders, defects: DefectLog) -> Address | None:
     return None
 
 
+def _dmarc_failed(raw: str | None) -> bool:
+    """Whether the receiving server's Authentication-Results (the topmost one: each server adds
+    its own above the others, and RFC 8601 5 has it remove forged ones claiming its name) says
+    the From domain's DMARC check failed."""
+    return raw is not None and _DMARC_FAIL.search(unfold(raw[:SUBJECT_MAX_RAW])) is not None
+
+
 def _delivery_report(message: Message, headers: RawHeaders, defects: DefectLog) -> DeliveryReport | None:
     """The delivery report of a multipart/report; the substring test keeps other mail cheap."""
     content_type = headers.first("content-type")
@@ -293,9 +304,11 @@ def parse_message(
 
     linesep = "\r\n" if b"\r\n" in bytes(block[:8192]) else "\n"
     walker = BodyWalker(defects, max_attachment_bytes, linesep)
+    walked = False
     if has_structure:
         try:
             walker.walk(message)
+            walked = True
         except Exception as error:  # a parser bug must cost the body, not the whole message
             defects.add("body-unreadable", type(error).__name__)
         over_limit = walker.over_limit
@@ -320,6 +333,7 @@ def parse_message(
         delivery_report=_delivery_report(message, headers, defects) if has_structure else None,
         over_limit=over_limit,
         feedback_report=_feedback_report(message, headers, defects) if has_structure else None,
+        dmarc_failed=_dmarc_failed(headers.first("authentication-results")),
     )
     content_type = (headers.first("content-type") or "").lower()
     if parsed.delivery_report is None and parsed.feedback_report is None and "report" not in content_type:
@@ -332,6 +346,9 @@ def parse_message(
             defects,
         )
     parsed.defects = defects.as_list()
+    parsed.content_digest = (
+        walker.content_hash.hexdigest() if walked else body_digest(bytes(block[header_length:]))
+    )
     if parsed.message_id is None:  # the fingerprint identifies messages that have no Message-ID
         parsed.fingerprint = message_fingerprint(
             sender=parsed.sender,
@@ -339,6 +356,9 @@ def parse_message(
             cc=parsed.cc,
             date=parsed.date,
             subject=parsed.subject,
-            body_text=parsed.text_body,
+            content_digest=parsed.content_digest,
+            reply_to=parsed.reply_to,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
         )
     return parsed

@@ -40,7 +40,7 @@ from emailrouter.routing.correlate import Candidate, TenantCorrelator
 from emailrouter.routing.crossmailbox import add_mailbox_party
 from emailrouter.routing.faults import NO_FAULTS, FaultPoints
 from emailrouter.routing.filters import auto_generated_reason, received_after_reason, tracking_reason
-from emailrouter.routing.keys import message_key, raw_key
+from emailrouter.routing.keys import message_key, raw_key, reused_id_key
 from emailrouter.routing.loops import loop_counter
 from emailrouter.routing.outcomes import DeliveryResult, TenantDisabledError, is_retryable, quarantine_reason
 from emailrouter.routing.reports import apply_report, is_report
@@ -95,6 +95,7 @@ class Work:
     oversized: int = 0  # the size of a message over the tenant's limit; `raw` then holds its head only
     key: str = ""
     twin_of: Work | None = None  # the same message earlier in this batch (another mailbox)
+    reused_id: bool = False  # its Message-ID belongs to an earlier message with other content
     claimed: bool = False
     result: DeliveryResult | None = None
     error: BaseException | None = None  # the message goes back to its queue
@@ -251,33 +252,66 @@ class _Run:
         return self._raw.get_head(work.tenant.tenant_id, key, HEADER_BLOCK_LIMIT)
 
     def _claim(self, works: list[Work]) -> None:
+        """Claim every message once. A Message-ID the ledger (or this batch) knows with other
+        content is a different message: it is claimed under `reused_id_key` as one of its own."""
         first: dict[tuple[str, str], Work] = {}
         to_claim: list[Work] = []
+        other_content: list[Work] = []  # the same Message-ID as an earlier work, other content
         for work in works:
             if work.error is not None:
                 continue
-            ident = (work.tenant.tenant_id, work.key)
-            if ident in first:
-                work.twin_of = first[ident]
-                continue
-            first[ident] = work
-            to_claim.append(work)
+            leader = first.setdefault((work.tenant.tenant_id, work.key), work)
+            if leader is work:
+                to_claim.append(work)
+            elif _digest(leader) == _digest(work):
+                work.twin_of = leader
+            else:
+                other_content.append(work)
+        finished = self._claim_keys(to_claim)
+        reused = [w for w in to_claim if w in finished and _differs(finished[w], w)]
+        for work in to_claim:
+            if work in finished and work not in reused:
+                self._duplicate(work, finished[work])
+        for work in other_content:
+            leader = first[(work.tenant.tenant_id, work.key)]
+            known = finished.get(leader)
+            if leader.error is not None:
+                work.error = leader.error
+            elif known is not None and not _differs(known, work):
+                self._duplicate(work, known)
+            else:
+                reused.append(work)
+        variants: dict[tuple[str, str], Work] = {}
+        for work in reused:
+            assert work.parsed is not None
+            work.key, work.reused_id = reused_id_key(work.parsed), True
+            leader = variants.setdefault((work.tenant.tenant_id, work.key), work)
+            if leader is not work:
+                work.twin_of = leader
+        finished = self._claim_keys(list(variants.values()))
+        for work, record in finished.items():
+            self._duplicate(work, record)
+
+    def _claim_keys(self, to_claim: list[Work]) -> dict[Work, InboundRecord]:
+        """Claim each work's key; returns the finished record of each work whose key has one."""
         if not to_claim:
-            return
+            return {}
         claims = [(w.tenant.tenant_id, w.key, w.owner, self._claim_attrs(w)) for w in to_claim]
         try:
             answers = self._ledger.claim_many(claims, CLAIM_TTL_SECONDS)
         except Exception as error:
             for work in to_claim:
                 work.error = error
-            return
+            return {}
+        finished: dict[Work, InboundRecord] = {}
         for work, answer in zip(to_claim, answers, strict=True):
             if isinstance(answer, ClaimBusyError):
                 work.error = answer
             elif answer is not None:
-                self._duplicate(work, answer)
+                finished[work] = answer
             else:
                 work.claimed = True
+        return finished
 
     @staticmethod
     def _claim_attrs(work: Work) -> dict[str, Any]:
@@ -286,6 +320,7 @@ class _Run:
             "mailbox_id": work.mailbox.mailbox_id,
             "source_ref": work.message.source_ref,
             "message_id": parsed.message_id if parsed else None,
+            "content_digest": parsed.content_digest if parsed and parsed.content_digest else None,
             "subject": parsed.subject[:200] if parsed else "",
         }
 
@@ -445,6 +480,8 @@ class _Run:
         correlation = candidate.result
         sender = parsed.sender.email if parsed.sender else ""
         sender_matches = resolved.get(sender, ())
+        if parsed.dmarc_failed:  # an address claimed without proof never stands for a CRM user
+            sender_matches = tuple(m for m in sender_matches if m.logical_name != "systemuser")
         chosen = choose_sender(sender_matches, tenant.parties.unresolve_ambiguous_sender)
         reason = tracking_reason(mailbox.tracking, correlation.is_response, sender_matches)
         if reason is not None:
@@ -456,6 +493,7 @@ class _Run:
             and mailbox.auto_create_contact
             and work.auto_reason is None
             and not is_mailer_daemon(sender)  # a mail system is never a contact
+            and not parsed.dmarc_failed
         ):
             chosen = create_contact(
                 connection.client, tenant.tenant_id, sender, parsed.sender.name if parsed.sender else ""
@@ -488,7 +526,7 @@ class _Run:
             email_id, correlation.regarding, candidate.fingerprint.addresses if candidate.fingerprint else ()
         )
         keys = []
-        if parsed.message_id:
+        if parsed.message_id and not work.reused_id:  # the Message-ID's thread stays the first message's
             keys.append(message_id_key(parsed.message_id))
         if parsed.thread_index:
             keys.append(conversation_key(parsed.thread_index))
@@ -528,7 +566,12 @@ class _Run:
                     method = (
                         work.candidate.result.method if work.candidate and work.candidate.result else None
                     )
-                    work.finish(Outcome.CORRELATED if method else Outcome.CREATED, "", email_id, method)
+                    note = (
+                        "Message-ID reused: an earlier message with other content has it"
+                        if work.reused_id
+                        else ""
+                    )
+                    work.finish(Outcome.CORRELATED if method else Outcome.CREATED, note, email_id, method)
             pending = retry
 
     def _quarantine(self, work: Work, reason: str) -> None:
@@ -643,6 +686,16 @@ class _Run:
             )
         else:
             work.error = first.error or ClaimBusyError(f"message {work.key} is handled by another delivery")
+
+
+def _digest(work: Work) -> str:
+    return work.parsed.content_digest if work.parsed is not None else ""
+
+
+def _differs(record: InboundRecord, work: Work) -> bool:
+    """Whether the ledger's message under this key has other content (records written before
+    content digests were kept have none and count as the same)."""
+    return bool(record.content_digest) and record.content_digest != _digest(work)
 
 
 def _header_block(raw: bytes, limit: int = HEADER_BLOCK_LIMIT) -> bytes:
