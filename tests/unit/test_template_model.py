@@ -177,7 +177,12 @@ def test_quarantined_raw_mail_has_its_own_longer_lifecycle(stack: StackTemplate)
 def test_settings_the_code_reads_are_all_set_by_the_template(stack: StackTemplate) -> None:
     provided = set(stack.functions["DeliverInboundFunction"].environment)
     # Tuning knobs with defaults, not deployed resources.
-    knobs = {"INLINE_MAX_BYTES", "CRM_BREAKER_THRESHOLD", "CRM_BREAKER_COOLDOWN_SECONDS"}
+    knobs = {
+        "INLINE_MAX_BYTES",
+        "CRM_BREAKER_THRESHOLD",
+        "CRM_BREAKER_COOLDOWN_SECONDS",
+        "DISABLED_TENANT_RETRY_SECONDS",
+    }
     needed = {name.upper() for name in Settings.model_fields} - knobs
     # Only send_outbound reads the ses-events queues (before resending an interrupted send).
     send_only = {"SES_EVENTS_QUEUE_URL", "SES_EVENTS_DLQ_URL"}
