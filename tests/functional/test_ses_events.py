@@ -16,6 +16,7 @@ import pytest
 from emailrouter import aws, clock
 from emailrouter.config import get_settings
 from emailrouter.ledger.store import Ledger
+from emailrouter.local.sqs_events import sqs_event
 from emailrouter.local.stack import LocalStack
 from emailrouter.outbound.events import parse_ses_event
 from emailrouter.outbound.router_id import sign
@@ -164,3 +165,38 @@ def test_suppression_lasts_the_tenants_days_and_can_be_listed_and_lifted(
     assert json.loads(_cli("suppressions", "list", "--tenant", "acme", "--json").stdout) == []
     row = crm_get(local_stack, f"emails({second})?$select=statecode,statuscode")
     assert (row["statecode"], row["statuscode"]) == (1, 3)  # Sent
+
+
+@pytest.mark.timeout(300)
+def test_a_bounce_for_a_hung_crm_ends_within_the_invocations_remaining_time_and_comes_back(
+    local_stack: LocalStack,
+) -> None:
+    _prepare(local_stack)
+    email_id = _pending_send(local_stack, "Bounces while the CRM hangs")
+    runner, endpoints = local_stack.runner, local_stack.endpoints
+    assert runner is not None and endpoints is not None and runner.run_until_idle(rounds=2, max_seconds=60)
+    record = Ledger().get_outbound("acme", email_id)
+    assert record is not None and record.ses_message_id
+    aws.client("sns").publish(
+        TopicArn=endpoints.resources["SesEventsTopic"], Message=_bounce_for(email_id, record.ses_message_id)
+    )
+    binding = next(b for b in runner.queues if b.function == "SesEventsFunction")
+    assert runner.stats.by_function.get("SesEventsFunction", 0) >= 1  # warm: SES's Send event came
+    messages = aws.client("sqs").receive_message(
+        QueueUrl=binding.queue_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=600,
+        AttributeNames=["All"],
+        MessageSystemAttributeNames=["All"],
+    )["Messages"]
+    assert len(messages) == 1
+    local_stack.dataverse.set_faults([{"kind": "latency", "delay_ms": 8_000}])
+
+    started = time.monotonic()
+    response = runner.invoke(
+        "SesEventsFunction", sqs_event(messages, binding.queue_arn, endpoints.region), timeout_seconds=6
+    )
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 6
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [messages[0]["MessageId"]]
