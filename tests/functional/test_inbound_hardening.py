@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from emailrouter.clock import iso
+from emailrouter.ledger.models import Outcome
 from emailrouter.ledger.store import Ledger
 from emailrouter.local.stack import LocalStack
 from emailrouter.mime.parse import parse_message
+from emailrouter.queues.messages import InboundMessage
 from emailrouter.queues.rawstore import RawMailStore
 from emailrouter.queues.sender import QueueSender, inbound_message
+from emailrouter.routing.outcomes import DeliveryResult
+from emailrouter.runtime import reset_runtime
 from tests.functional.test_inbound_tracking import (
     deliver,
     delivery_log,
@@ -29,6 +37,7 @@ from tests.functional.test_inbound_tracking import (
     tenant,
 )
 from tests.helpers import CONTACT_ID, TENANT, USER_ID, add_tenant, crm_get
+from tests.unit.test_header_block_properties import SIGNATURES, damaged
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -348,3 +357,48 @@ def test_no_contact_is_created_for_a_sender_failing_dmarc(stack: LocalStack) -> 
     assert crm_get(stack, "contacts?$filter=emailaddress1 eq 'nina@newco.example'")["value"] == []
     deliver(stack, (genuine, "help"))
     assert len(crm_get(stack, "contacts?$filter=emailaddress1 eq 'nina@newco.example'")["value"]) == 1
+
+
+# ==== the header-block properties, through the pipeline =======================================
+
+
+def _deliver_batch(stack: LocalStack, raws: list[bytes]) -> list[Any]:
+    runtime = reset_runtime()
+    items = [
+        (
+            InboundMessage(
+                tenant_id=TENANT,
+                mailbox_id="help",
+                source_ref=f"prop-{uuid.uuid4()}",
+                fetched_at=iso(),
+                size=len(raw),
+                raw_b64=base64.b64encode(raw).decode(),
+            ),
+            f"owner-{uuid.uuid4()}",
+        )
+        for raw in raws
+    ]
+    results = runtime.delivery.deliver_batch(items)
+    assert all(isinstance(r, DeliveryResult) for r in results), results
+    return [Ledger().get(TENANT, r.message_key) for r in results]
+
+
+def test_binary_files_and_damaged_header_blocks_through_the_pipeline(stack: LocalStack) -> None:
+    """Input that does not start with a text header block is quarantined as not mail, never an
+    email; a real message with a damaged header block keeps its headers (the ledger names it by
+    the undamaged message's Message-ID and subject) and is never quarantined as not mail."""
+    tenant(stack)
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(SIGNATURES), st.binary(max_size=200), damaged())
+    def run(signature: bytes, noise: bytes, pair: tuple[bytes, bytes]) -> None:
+        original, broken = pair
+        binary = signature + b"\x00" + noise + b"\r\n" + original
+        not_mail, repaired = _deliver_batch(stack, [binary, broken])
+        assert not_mail.outcome is Outcome.QUARANTINED and "not parseable as mail" in not_mail.reason
+        expected = parse_message(original)
+        assert repaired.outcome is not Outcome.QUARANTINED, repaired.reason
+        assert (repaired.message_id, repaired.subject) == (expected.message_id, expected.subject[:200])
+
+    run()
+    assert all(e.get("messageid") for e in incoming_emails(stack))  # none from a binary file
