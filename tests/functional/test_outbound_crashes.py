@@ -38,7 +38,7 @@ def _ses_sends_per_email(stack: LocalStack) -> collections.Counter[str]:
     for message in data.get("ses", {}).get("RawMessage", []):
         for line in message["raw_data"].splitlines():
             if line.lower().startswith("x-emailrouter-id:"):
-                counts[line.split(":", 1)[1].strip().split("/", 1)[1]] += 1
+                counts[line.split(":", 1)[1].strip().split("/")[1]] += 1  # <tenant>/<email id>/<signature>
     return counts
 
 
