@@ -161,7 +161,7 @@ def test_suppression_lasts_the_tenants_days_and_can_be_listed_and_lifted(
     assert local_stack.runner.run_until_idle(rounds=2, max_seconds=60)
 
     assert lifted.returncode == 0, lifted.stderr
-    assert again.returncode != 0 and "not suppressed" in again.stderr
+    assert again.returncode == 1 and "not suppressed" in again.stderr
     assert json.loads(_cli("suppressions", "list", "--tenant", "acme", "--json").stdout) == []
     row = crm_get(local_stack, f"emails({second})?$select=statecode,statuscode")
     assert (row["statecode"], row["statuscode"]) == (1, 3)  # Sent
