@@ -74,7 +74,7 @@ def _take_inbound(stack: LocalStack, count: int) -> list[InboundMessage]:
     """The next `count` messages on the inbound queue, taken off it (the worker's part, by hand)."""
     assert stack.endpoints is not None
     url = stack.endpoints.environment["INBOUND_QUEUE_URL"]
-    sqs, taken = aws.client("sqs"), []
+    sqs, taken = aws.client("sqs"), list[InboundMessage]()
     deadline = time.monotonic() + 20
     while len(taken) < count and time.monotonic() < deadline:
         for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
