@@ -75,3 +75,63 @@ def test_every_dead_letter_queue_is_listed_shown_in_status_and_redrivable(local_
     assert json.loads(message["Body"]) == {"from": "SesEventsDLQ"}
     refused = _cli(local_stack, "dlq", "redrive", "scheduler")
     assert refused.returncode == 64 and "scheduler" in refused.stderr  # EX_USAGE: nothing to redrive into
+
+
+def _bodies_in(sqs: object, url: str) -> list[str]:
+    """Every message body on the queue, taken off it."""
+    bodies: list[str] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)  # type: ignore[attr-defined]
+        if not batch.get("Messages"):
+            return bodies
+        for message in batch["Messages"]:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])  # type: ignore[attr-defined]
+
+
+def _depth(sqs: object, url: str) -> int:
+    attributes = sqs.get_queue_attributes(  # type: ignore[attr-defined]
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_redrive_moves_every_message_of_a_dlq_back_to_its_queue(local_stack: LocalStack) -> None:
+    resources = local_stack.endpoints.resources  # type: ignore[union-attr]
+    sqs = aws.client("sqs")
+    sent = [json.dumps({"n": n}) for n in range(23)]  # more than two receive batches
+    for body in sent:
+        sqs.send_message(QueueUrl=resources["InboundDLQ"], MessageBody=body, MessageGroupId="acme")
+
+    moved = _cli(local_stack, "dlq", "redrive", "inbound", "--json")
+
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout) == {"queue": "inbound", "moved": 23}
+    assert _depth(sqs, resources["InboundDLQ"]) == 0
+    assert sorted(_bodies_in(sqs, resources["InboundQueue"])) == sorted(sent)
+    listed = {
+        row["queue"]: row["dlq_depth"]
+        for row in json.loads(_cli(local_stack, "dlq", "list", "--json").stdout)
+    }
+    assert listed["inbound"] == 0
+
+
+def test_redrive_deletes_from_the_dlq_only_what_its_queue_took(local_stack: LocalStack) -> None:
+    """The work queue refuses the messages (its size limit lowered below theirs): the send
+    fails, and every message is still in the DLQ afterwards."""
+    resources = local_stack.endpoints.resources  # type: ignore[union-attr]
+    sqs = aws.client("sqs")
+    for n in range(3):
+        sqs.send_message(
+            QueueUrl=resources["OutboundDLQ"], MessageBody=json.dumps({"n": n, "pad": "x" * 2048})
+        )
+    sqs.set_queue_attributes(QueueUrl=resources["OutboundQueue"], Attributes={"MaximumMessageSize": "1024"})
+
+    failed = _cli(local_stack, "dlq", "redrive", "outbound", "--json")
+
+    assert failed.returncode != 0 and failed.stdout == "", failed
+    assert "SendMessage" in failed.stderr
+    assert _depth(sqs, resources["OutboundDLQ"]) == 3
+    assert _depth(sqs, resources["OutboundQueue"]) == 0

@@ -159,3 +159,25 @@ def test_replay_that_does_not_deliver_exits_non_zero_and_one_that_does_exits_0(s
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["outcome"] == "created"
     assert [e["messageid"] for e in incoming_emails(stack)] == ["<replay@c.example>"]
+
+
+def test_a_replayed_message_is_delivered_once_and_a_second_replay_is_refused(stack: LocalStack) -> None:
+    raw = raw_mail(message_id="<replay-twice@c.example>", body="z" * 8000)
+    key = json.loads(
+        _cli(stack, "ingest", "--tenant", TENANT, "--mailbox", "help", "--json", stdin=raw).stdout
+    )["key"]
+    add_tenant(stack, max_message_bytes=1024 * 1024)  # the operator's fix
+    first = _cli(stack, "messages", "replay", key, "--tenant", TENANT, "--json")
+    assert first.returncode == 0, first.stderr
+    delivered = json.loads(first.stdout)
+    assert delivered["outcome"] == "created"
+
+    second = _cli(stack, "messages", "replay", key, "--tenant", TENANT, "--json")
+    again = _cli(stack, "messages", "replay", delivered["key"], "--tenant", TENANT, "--json")
+
+    for refused in (second, again):
+        assert refused.returncode == 1 and refused.stdout == b"", refused
+        assert delivered["key"] in _one_line(refused)
+    assert [e["messageid"] for e in incoming_emails(stack)] == ["<replay-twice@c.example>"]
+    record = Ledger().get(TENANT, delivered["key"])
+    assert record is not None and record.outcome is Outcome.CREATED

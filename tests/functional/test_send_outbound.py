@@ -12,6 +12,8 @@ import requests
 
 from emailrouter import aws
 from emailrouter.clock import iso
+from emailrouter.ledger.models import OutboundState
+from emailrouter.ledger.store import Ledger
 from emailrouter.local.sqs_events import schedule_event, sqs_event
 from emailrouter.local.stack import LocalStack
 from emailrouter.outbound.ses import ses_assigned_message_id
@@ -61,7 +63,37 @@ def test_pending_send_email_goes_out_once_and_is_marked_sent(local_stack: LocalS
     assert row["messageid"] == ses_assigned_message_id(sent[0]["id"], "eu-west-1")
 
 
-def test_crash_after_ses_accepted_never_sends_twice(local_stack: LocalStack) -> None:
+def test_crash_right_after_ses_accepted_before_sent_is_recorded_never_sends_twice(
+    local_stack: LocalStack,
+) -> None:
+    """The worker dies between SES's answer and the ledger's Sent: the intent has no SES id.
+    SES's Send event (published by the stack's stand-in) settles it; no second send, ever."""
+    seed_org(local_stack)
+    add_tenant(local_stack, outbound={"sending_status_delay_minutes": 0.02})  # 1.2 s
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+    email_id = _pending_send(local_stack, "Only once, SES answered")
+    faults = FaultPoints()
+    faults.arm("after_ses_accepted")
+    reset_runtime(faults)
+    runner = local_stack.runner
+    assert runner is not None and runner.run_until_idle(rounds=1, max_seconds=60)
+    assert runner.stats.crashed_invocations == 1 and faults.crashed == {"after_ses_accepted": 1}
+    # More dispatches well past the sending-status delay, as the minute schedule would make them.
+    for _ in range(3):
+        time.sleep(1.5)
+        runner.fire_due_schedules(force=True)
+        assert runner.drain(60)
+
+    (sent,) = _ses_sent(local_stack)
+    record = Ledger().get_outbound("acme", email_id)
+    assert record is not None and record.state is OutboundState.SENT
+    assert record.ses_message_id == sent["id"]
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode,messageid")
+    assert (row["statecode"], row["statuscode"]) == (1, 3)
+    assert row["messageid"] == ses_assigned_message_id(sent["id"], "eu-west-1")
+
+
+def test_crash_after_sent_is_recorded_never_sends_twice(local_stack: LocalStack) -> None:
     _prepare(local_stack)
     email_id = _pending_send(local_stack, "Only once")
     faults = FaultPoints()
