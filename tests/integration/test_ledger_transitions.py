@@ -4,6 +4,7 @@ DynamoDB; and the ones workers race for, taken by several at once."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import boto3
 import pytest
@@ -247,8 +248,8 @@ def test_of_several_claims_at_once_exactly_one_owns_the_message(ledger: Ledger) 
 def test_concurrent_claims_of_overlapping_batches_give_each_message_one_owner(ledger: Ledger) -> None:
     """Two workers claim batches that share messages: the shared ones go to one of them (the
     batch transaction, or message by message once it is refused), never to both."""
-    first = [("t", f"k{i}", "batch-a", {}) for i in (1, 2, 3, 4)]
-    second = [("t", f"k{i}", "batch-b", {}) for i in (3, 4, 5, 6)]
+    first: list[tuple[str, str, str, dict[str, Any]]] = [("t", f"k{i}", "batch-a", {}) for i in (1, 2, 3, 4)]
+    second: list[tuple[str, str, str, dict[str, Any]]] = [("t", f"k{i}", "batch-b", {}) for i in (3, 4, 5, 6)]
     outcome = run_concurrently([lambda: ledger.claim_many(first, 60), lambda: ledger.claim_many(second, 60)])
     assert outcome.raised() == []
     answers = {

@@ -1,0 +1,196 @@
+"""Several invocations of one function at once, as Lambda runs them: each worker has its own
+Runtime (its own clients and caches, as a separate instance would), against the local stack's
+moto, Dataverse emulator and Dovecot. Where the race needs both workers past a read before
+either writes, they wait for each other there (a barrier in an injected callback), so the
+interleaving is the one under test, every run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import requests
+
+from emailrouter import aws
+from emailrouter.clock import iso
+from emailrouter.config import get_settings
+from emailrouter.ledger.models import OutboundState, Outcome
+from emailrouter.ledger.store import ClaimBusyError, Ledger
+from emailrouter.local.stack import LocalStack
+from emailrouter.outbound.jobs import send_one
+from emailrouter.outbound.send import SendResult
+from emailrouter.queues.messages import InboundMessage, OutboundJob
+from emailrouter.routing.faults import FaultPoints
+from emailrouter.routing.outcomes import DeliveryResult
+from emailrouter.runtime import Runtime
+from tests.helpers import (
+    TENANT,
+    StepBarrier,
+    add_tenant,
+    crm_get,
+    dataverse_journal,
+    incoming_emails,
+    pending_send,
+    raw_mail,
+    run_concurrently,
+    seed_org,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _ses_messages(stack: LocalStack) -> list[str]:
+    """The raw messages moto's SES accepted."""
+    assert stack.endpoints is not None
+    data = requests.get(f"{stack.endpoints.aws_endpoint}/moto-api/data.json", timeout=10).json()
+    return [str(message["raw_data"]) for message in (data.get("ses") or {}).get("RawMessage", [])]
+
+
+def _worker(faults: FaultPoints | None = None) -> Runtime:
+    """A worker as a separate Lambda instance has it: its own runtime, clients and caches."""
+    return Runtime(get_settings(), faults or FaultPoints())
+
+
+def _hold_before_first(runtime: Runtime, operation: str, barrier: threading.Barrier) -> None:
+    """The worker's first ledger `operation` (a DynamoDB operation name) waits at `barrier`."""
+    waited = threading.Event()
+
+    def hold(**_: Any) -> None:
+        if not waited.is_set():
+            waited.set()
+            barrier.wait()
+
+    runtime.ledger._ddb.meta.events.register(f"before-call.dynamodb.{operation}", hold)
+
+
+def _prepare_outbound(stack: LocalStack) -> None:
+    seed_org(stack)
+    add_tenant(stack, mailboxes=[])
+    aws.client("sesv2").create_email_identity(EmailIdentity="acme.example")
+
+
+def _job(email_id: str) -> OutboundJob:
+    return OutboundJob(tenant_id=TENANT, email_id=email_id, enqueued_at=iso())
+
+
+def test_two_senders_of_one_pending_send_email_the_stale_etag_gets_412_and_sends_nothing(
+    local_stack: LocalStack,
+) -> None:
+    _prepare_outbound(local_stack)
+    email_id = pending_send(local_stack, "Raced once")
+    workers = [_worker(), _worker()]
+    # Both have read the email (the same ETag) before either claims it: each waits at its first
+    # suppression lookup, the step between reading the email and the If-Match claim.
+    both_read = threading.Barrier(2, timeout=10)
+    for worker in workers:
+        _hold_before_first(worker, "BatchGetItem", both_read)
+
+    outcome = run_concurrently([lambda w=w: send_one(w, _job(email_id)) for w in workers])
+
+    assert outcome.raised() == []
+    results: list[SendResult] = outcome.results
+    assert sorted(r.state for r in results) == ["sent", "skipped"]
+    loser = next(r for r in results if r.state == "skipped")
+    assert loser.reason == "claimed by another worker"
+    claims = [
+        e
+        for e in dataverse_journal(local_stack)
+        if e["method"] == "PATCH" and email_id in e["path"] and e["status"] == 412
+    ]
+    assert len(claims) == 1, claims
+    sent = _ses_messages(local_stack)
+    assert len(sent) == 1 and "Subject: Raced once" in sent[0]
+    record = Ledger().get_outbound(TENANT, email_id)
+    assert record is not None and (record.state, record.attempts) == (OutboundState.SENT, 1)
+    row = crm_get(local_stack, f"emails({email_id})?$select=statecode,statuscode")
+    assert (row["statecode"], row["statuscode"]) == (1, 3)
+
+
+def test_two_send_intents_for_one_email_only_one_wins_and_one_message_goes_out(
+    local_stack: LocalStack,
+) -> None:
+    """The email is already Sending (a claim whose worker stopped before its intent): no CRM
+    claim stands between the two workers, only the ledger intent."""
+    _prepare_outbound(local_stack)
+    email_id = pending_send(local_stack, "Intent raced")
+    assert local_stack.endpoints is not None
+    requests.patch(
+        f"{local_stack.endpoints.dataverse_url}/api/data/v9.2/emails({email_id})",
+        json={"statecode": 1, "statuscode": 7},
+        headers={"Authorization": f"Bearer {local_stack.endpoints.dataverse_token}"},
+        timeout=10,
+    ).raise_for_status()
+    both_claimed = StepBarrier("after_claim", 2)
+    workers = [_worker(both_claimed), _worker(both_claimed)]
+
+    outcome = run_concurrently([lambda w=w: send_one(w, _job(email_id)) for w in workers])
+
+    assert outcome.raised() == []
+    results: list[SendResult] = outcome.results
+    assert sorted((r.state, r.reason) for r in results) == [
+        ("sent", ""),
+        ("skipped", "a send is already recorded"),
+    ]
+    assert len(_ses_messages(local_stack)) == 1
+    record = Ledger().get_outbound(TENANT, email_id)
+    winner = next(r for r in results if r.state == "sent")
+    assert record is not None and record.state is OutboundState.SENT
+    assert (record.ses_message_id, record.attempts) == (winner.ses_message_id, 1)
+
+
+def _inbound(raw: bytes, mailbox_id: str, source_ref: str) -> InboundMessage:
+    import base64
+
+    return InboundMessage(
+        tenant_id=TENANT,
+        mailbox_id=mailbox_id,
+        source_ref=source_ref,
+        fetched_at=iso(),
+        size=len(raw),
+        raw_b64=base64.b64encode(raw).decode(),
+    )
+
+
+def test_two_deliveries_of_one_message_at_once_make_one_crm_email_and_one_duplicate(
+    local_stack: LocalStack,
+) -> None:
+    """The same message from two queue deliveries (two batches, two owners) at once: one
+    creates the CRM email; the other is refused the claim and goes back to its queue, and on
+    its redelivery is recorded a duplicate of the first. Each outcome is read from its own
+    delivery's result and from the ledger."""
+    seed_org(local_stack)
+    add_tenant(local_stack)
+    raw = raw_mail(subject="Delivered twice", message_id="<race-1@client.example>")
+    message = _inbound(raw, "help", "ref-1")
+    workers = [_worker(), _worker()]
+    owners = ["sqs-delivery-a", "sqs-delivery-b"]
+
+    def deliver(worker: Runtime, owner: str) -> DeliveryResult | BaseException:
+        return worker.delivery.deliver_batch([(message, owner)])[0]
+
+    outcome = run_concurrently([lambda w=w, o=o: deliver(w, o) for w, o in zip(workers, owners, strict=True)])
+
+    assert outcome.raised() == []
+    created = [r for r in outcome.results if isinstance(r, DeliveryResult) and r.outcome is Outcome.CREATED]
+    assert len(created) == 1, outcome.results
+    first = created[0]
+    other_index = 1 - outcome.results.index(first)
+    other = outcome.results[other_index]
+    if isinstance(other, BaseException):
+        # Refused while the first held the claim: back to its queue, then redelivered.
+        assert isinstance(other, ClaimBusyError), other
+        other = workers[other_index].delivery.deliver_batch([(message, owners[other_index])])[0]
+    assert isinstance(other, DeliveryResult), other
+    assert other.outcome is Outcome.DUPLICATE and other.message_key == first.message_key
+    assert other.crm_email_id == first.crm_email_id
+
+    emails = incoming_emails(local_stack)
+    assert [e["activityid"] for e in emails] == [first.crm_email_id]
+    record = Ledger().get(TENANT, first.message_key)
+    assert record is not None
+    assert (record.status, record.outcome, record.crm_email_id) == (
+        "done",
+        Outcome.CREATED,
+        first.crm_email_id,
+    )
