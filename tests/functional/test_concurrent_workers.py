@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from emailrouter import aws
 from emailrouter.clock import iso
@@ -20,16 +21,18 @@ from emailrouter.ledger.store import ClaimBusyError, Ledger
 from emailrouter.local.stack import LocalStack
 from emailrouter.outbound.jobs import send_one
 from emailrouter.outbound.send import SendResult
-from emailrouter.queues.messages import InboundMessage, OutboundJob
+from emailrouter.queues.messages import InboundMessage, OutboundJob, PollJob
 from emailrouter.routing.faults import FaultPoints
 from emailrouter.routing.outcomes import DeliveryResult
 from emailrouter.runtime import Runtime
+from emailrouter.sources.jobs import run_poll_job
 from tests.helpers import (
     TENANT,
     StepBarrier,
     add_tenant,
     crm_get,
     dataverse_journal,
+    dovecot_mailbox,
     incoming_emails,
     pending_send,
     raw_mail,
@@ -194,3 +197,101 @@ def test_two_deliveries_of_one_message_at_once_make_one_crm_email_and_one_duplic
         Outcome.CREATED,
         first.crm_email_id,
     )
+
+
+def _handed_off(stack: LocalStack) -> list[tuple[str, str]]:
+    """(mailbox_id, source_ref) of every message on the inbound queue, taken off it."""
+    assert stack.endpoints is not None
+    sqs = aws.client("sqs")
+    url = stack.endpoints.environment["INBOUND_QUEUE_URL"]
+    found: list[tuple[str, str]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300).get(
+            "Messages", []
+        )
+        if not batch:
+            return found
+        for message in batch:
+            body = InboundMessage.model_validate_json(message["Body"])
+            found.append((body.mailbox_id, body.source_ref))
+
+
+def _polled_mailbox(stack: LocalStack, protocol: str, count: int) -> str:
+    assert stack.dovecot is not None
+    seed_org(stack)
+    mailbox = f"{protocol}race"
+    add_tenant(stack, [dovecot_mailbox(stack, mailbox, protocol)])
+    for n in range(count):
+        stack.dovecot.deliver(
+            mailbox, raw_mail(subject=f"Polled {n}", message_id=f"<poll-{n}@client.example>")
+        )
+    return mailbox
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_one_poll_job_run_twice_at_once_hands_each_message_off_once(
+    full_stack: LocalStack, protocol: str
+) -> None:
+    """SQS delivers a poll job twice and two instances take it at once: one polls, the other
+    is refused by the job's idempotency record while the first is in progress (or, when the
+    first has finished, answers its result without polling)."""
+    mailbox = _polled_mailbox(full_stack, protocol, 5)
+    job = PollJob(
+        tenant_id=TENANT,
+        mailbox_id=mailbox,
+        job_id=f"{TENANT}/{mailbox}/2026-12-08T00:00",
+        scheduled_at=iso(),
+    )
+    workers = [_worker(), _worker()]
+
+    outcome = run_concurrently([lambda w=w: run_poll_job(w, job) for w in workers])
+
+    for error in outcome.raised():
+        assert isinstance(error, IdempotencyAlreadyInProgressError), error
+    answered = [r for r in outcome.results if r is not None]
+    assert answered and all(r["fetched"] == 5 for r in answered), outcome.results
+    refs = _handed_off(full_stack)
+    assert len(refs) == 5 and len(set(refs)) == 5, refs
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_two_polls_of_one_mailbox_at_once_hand_each_message_off_once(
+    full_stack: LocalStack, protocol: str
+) -> None:
+    """Two poll jobs of one mailbox (a slow poll still running when the next minute's job
+    arrives): the second starts while the first is inside its poll, and skips; every message
+    is handed off once. The mailbox is free again once the first is done."""
+    mailbox = _polled_mailbox(full_stack, protocol, 5)
+    first, second = _worker(), _worker()
+    first_inside, second_done = threading.Event(), threading.Event()
+
+    def hold_first(**_: Any) -> None:  # after the first worker's first ledger write
+        if not first_inside.is_set():
+            first_inside.set()
+            second_done.wait(10)
+
+    first.ledger._ddb.meta.events.register("after-call.dynamodb.UpdateItem", hold_first)
+
+    def second_poll() -> Any:
+        assert first_inside.wait(10)
+        try:
+            return second.poller.poll(TENANT, mailbox)
+        finally:
+            second_done.set()
+
+    outcome = run_concurrently([lambda: first.poller.poll(TENANT, mailbox), second_poll])
+
+    assert outcome.raised() == []
+    by_first, by_second = outcome.results
+    assert (by_first.state, by_first.fetched) == ("ok", 5), by_first
+    assert (by_second.state, by_second.reason, by_second.fetched) == (
+        "skipped",
+        "another poll of this mailbox is running",
+        0,
+    ), by_second
+    refs = _handed_off(full_stack)
+    assert len(refs) == 5 and len(set(refs)) == 5, refs
+    later = _worker().poller.poll(TENANT, mailbox)
+    assert (later.state, later.fetched) == ("ok", 0), later

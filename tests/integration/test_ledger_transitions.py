@@ -356,3 +356,24 @@ def test_of_several_reopens_at_once_exactly_one_replays(ledger: Ledger) -> None:
     assert all(
         isinstance(e, ledger._ddb.exceptions.ConditionalCheckFailedException) for e in outcome.raised()
     )
+
+
+# ---- leases -------------------------------------------------------------------------------
+def test_a_lease_is_held_by_one_owner_until_released_or_expired(ledger: Ledger) -> None:
+    assert ledger.take_lease("t", "poll#m", "a", 60)
+    assert ledger.take_lease("t", "poll#m", "a", 60)  # its holder renews it
+    assert not ledger.take_lease("t", "poll#m", "b", 60)
+    assert ledger.take_lease("t", "poll#other", "b", 60)  # leases are per name
+    assert ledger.take_lease("u", "poll#m", "b", 60)  # and per tenant
+
+    ledger.release_lease("t", "poll#m", "b")  # not b's: still a's
+    assert not ledger.take_lease("t", "poll#m", "c", 60)
+    ledger.release_lease("t", "poll#m", "a")
+    assert ledger.take_lease("t", "poll#m", "c", -1)  # taken, and already expired
+    assert ledger.take_lease("t", "poll#m", "d", 60)
+
+
+def test_of_several_lease_takers_at_once_exactly_one_holds_it(ledger: Ledger) -> None:
+    outcome = run_concurrently([lambda o=o: ledger.take_lease("t", "poll#m", o, 60) for o in "abcd"])
+    assert outcome.raised() == []
+    assert sorted(outcome.results) == [False, False, False, True]
