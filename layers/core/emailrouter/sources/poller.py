@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 HANDOFF_CHUNK = 10
-# Longer than poll_mailbox may run (its timeout, 120 s in template.yaml).
+# Longer than poll_mailbox may run (its timeout, 120 s in template.yaml; a unit test checks).
 POLL_LEASE_SECONDS = 180
 # Polls in a row that may fail on one message before it is skipped.
 MAX_FETCH_ATTEMPTS = 3
