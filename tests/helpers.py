@@ -397,21 +397,26 @@ def run_concurrently(calls: list[Any], timeout: float = 20.0) -> Concurrent:
 
 
 class StepBarrier(FaultPoints):
-    """Fault points whose `reach(point)` waits until `parties` callers have reached `point`
-    (each caller once), then lets them all go on: every worker has done what comes before
-    the step before any of them does what comes after. Give each concurrent worker its own
-    Runtime with one shared StepBarrier. Other points behave as in `FaultPoints`."""
+    """Fault points whose `reach(point)` holds the first `parties` callers that reach `point`
+    until all of them have (later arrivals pass straight on): every worker has done what comes
+    before the step before any of them does what comes after. Give each concurrent worker its
+    own Runtime with one shared StepBarrier. Other points behave as in `FaultPoints`."""
 
     def __init__(self, point: str, parties: int, timeout: float = 10.0) -> None:
         import threading
 
         super().__init__()
         self.point = point
+        self._parties = parties
+        self._arrived = 0
+        self._lock = threading.Lock()
         self._barrier = threading.Barrier(parties, timeout=timeout)
-        self._waited = threading.local()
 
     def reach(self, point: str) -> None:
-        if point == self.point and not getattr(self._waited, "done", False):
-            self._waited.done = True
-            self._barrier.wait()
+        if point == self.point:
+            with self._lock:
+                self._arrived += 1
+                held = self._arrived <= self._parties
+            if held:
+                self._barrier.wait()
         super().reach(point)

@@ -155,24 +155,44 @@ def _inbound(raw: bytes, mailbox_id: str, source_ref: str) -> InboundMessage:
     )
 
 
+@pytest.mark.parametrize(
+    "sources",
+    [(("help", "ref-1"), ("help", "ref-1")), (("help", "ref-1"), ("sales", "ref-9"))],
+    ids=["one-mailbox-redelivered", "two-mailboxes"],
+)
 def test_two_deliveries_of_one_message_at_once_make_one_crm_email_and_one_duplicate(
-    local_stack: LocalStack,
+    local_stack: LocalStack, sources: tuple[tuple[str, str], tuple[str, str]]
 ) -> None:
-    """The same message from two queue deliveries (two batches, two owners) at once: one
-    creates the CRM email; the other is refused the claim and goes back to its queue, and on
-    its redelivery is recorded a duplicate of the first. Each outcome is read from its own
-    delivery's result and from the ledger."""
+    """The same message in two queue deliveries (two batches, two owners; the same mailbox's
+    message delivered twice, or one message that reached two mailboxes) claimed at the same
+    moment: one creates the CRM email; the other is refused the claim and goes back to its
+    queue, and on its redelivery is recorded a duplicate of the first. Each outcome is read
+    from its own delivery's result and from the ledger."""
     seed_org(local_stack)
-    add_tenant(local_stack)
+    mailbox = {"protocol": "pop3", "host": "127.0.0.1", "port": 1, "security": "none", "tracking": "all"}
+    add_tenant(
+        local_stack,
+        [
+            {
+                **mailbox,
+                "mailbox_id": m,
+                "address": f"{m}@acme.example",
+                "credential_secret": f"emailrouter/{TENANT}/{m}",
+            }
+            for m in ("help", "sales")
+        ],
+    )
     raw = raw_mail(subject="Delivered twice", message_id="<race-1@client.example>")
-    message = _inbound(raw, "help", "ref-1")
-    workers = [_worker(), _worker()]
+    messages = [_inbound(raw, mailbox_id, ref) for mailbox_id, ref in sources]
+    # Each waits, right after its claim, until both have claimed: the claims meet.
+    both_claimed = StepBarrier("after_claim", 2)
+    workers = [_worker(both_claimed), _worker(both_claimed)]
     owners = ["sqs-delivery-a", "sqs-delivery-b"]
 
-    def deliver(worker: Runtime, owner: str) -> DeliveryResult | BaseException:
-        return worker.delivery.deliver_batch([(message, owner)])[0]
+    def deliver(index: int) -> DeliveryResult | BaseException:
+        return workers[index].delivery.deliver_batch([(messages[index], owners[index])])[0]
 
-    outcome = run_concurrently([lambda w=w, o=o: deliver(w, o) for w, o in zip(workers, owners, strict=True)])
+    outcome = run_concurrently([lambda i=i: deliver(i) for i in range(2)])
 
     assert outcome.raised() == []
     created = [r for r in outcome.results if isinstance(r, DeliveryResult) and r.outcome is Outcome.CREATED]
@@ -180,13 +200,12 @@ def test_two_deliveries_of_one_message_at_once_make_one_crm_email_and_one_duplic
     first = created[0]
     other_index = 1 - outcome.results.index(first)
     other = outcome.results[other_index]
-    if isinstance(other, BaseException):
-        # Refused while the first held the claim: back to its queue, then redelivered.
-        assert isinstance(other, ClaimBusyError), other
-        other = workers[other_index].delivery.deliver_batch([(message, owners[other_index])])[0]
-    assert isinstance(other, DeliveryResult), other
-    assert other.outcome is Outcome.DUPLICATE and other.message_key == first.message_key
-    assert other.crm_email_id == first.crm_email_id
+    # Refused while the first held the claim: back to its queue, then redelivered.
+    assert isinstance(other, ClaimBusyError), other
+    again = workers[other_index].delivery.deliver_batch([(messages[other_index], owners[other_index])])[0]
+    assert isinstance(again, DeliveryResult), again
+    assert again.outcome is Outcome.DUPLICATE and again.message_key == first.message_key
+    assert again.crm_email_id == first.crm_email_id
 
     emails = incoming_emails(local_stack)
     assert [e["activityid"] for e in emails] == [first.crm_email_id]
