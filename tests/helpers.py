@@ -12,6 +12,7 @@ import requests
 from emailrouter.clock import iso
 from emailrouter.local.stack import LocalStack
 from emailrouter.queues.messages import InboundMessage
+from emailrouter.routing.faults import FaultPoints
 from emailrouter.tenancy.models import TenantConfig
 from emailrouter.tenancy.sending import SendingIdentities
 
@@ -350,3 +351,72 @@ def retry_after_violations(
                     f"after a 429 with Retry-After {throttle['retry_after']} s"
                 )
     return problems
+
+
+class Concurrent:
+    """What `run_concurrently` saw of each call, in the order the calls were given: its return
+    value, or the exception it raised (None for a call that returned normally)."""
+
+    def __init__(self, results: list[Any], errors: list[BaseException | None]) -> None:
+        self.results = results
+        self.errors = errors
+
+    def raised(self) -> list[BaseException]:
+        return [error for error in self.errors if error is not None]
+
+
+def run_concurrently(calls: list[Any], timeout: float = 20.0) -> Concurrent:
+    """Run each callable in `calls` on its own thread, all released together by a barrier (as
+    Lambda runs several invocations of one function at once), and wait at most `timeout`
+    seconds for all of them. A call that is still running then fails the test.
+
+    The barrier only makes the calls start together; where a race needs a precise
+    interleaving, hold the callers at a step boundary (`StepBarrier`, fault points whose
+    `reach` waits) so that each has done the same reads before any of them writes."""
+    import threading
+
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            start.wait(timeout)
+            results[index] = calls[index]()
+        except BaseException as error:  # reported to the test, whatever it is
+            errors[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, timeout))
+    stuck = [i for i, thread in enumerate(threads) if thread.is_alive()]
+    assert not stuck, f"calls {stuck} still running after {timeout} s"
+    return Concurrent(results, errors)
+
+
+class StepBarrier(FaultPoints):
+    """Fault points whose `reach(point)` holds the first `parties` callers that reach `point`
+    until all of them have (later arrivals pass straight on): every worker has done what comes
+    before the step before any of them does what comes after. Give each concurrent worker its
+    own Runtime with one shared StepBarrier. Other points behave as in `FaultPoints`."""
+
+    def __init__(self, point: str, parties: int, timeout: float = 10.0) -> None:
+        import threading
+
+        super().__init__()
+        self.point = point
+        self._parties = parties
+        self._arrived = 0
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(parties, timeout=timeout)
+
+    def reach(self, point: str) -> None:
+        if point == self.point:
+            with self._lock:
+                self._arrived += 1
+                held = self._arrived <= self._parties
+            if held:
+                self._barrier.wait()
+        super().reach(point)

@@ -391,3 +391,12 @@ def test_every_sqs_event_source_caps_its_concurrency(stack: StackTemplate) -> No
             # Lambda's range for an SQS event source's MaximumConcurrency.
             assert event.maximum_concurrency is not None, f"{fn.logical_id}.{event.name}"
             assert 2 <= event.maximum_concurrency <= 1000
+
+
+def test_a_polls_mailbox_lease_outlasts_the_longest_poll(stack: StackTemplate) -> None:
+    """Two polls of one mailbox never overlap while the first is alive: its lease ends only
+    after poll_mailbox's timeout has ended the invocation."""
+    from emailrouter.sources.poller import POLL_LEASE_SECONDS
+
+    timeout = stack.functions["PollMailboxFunction"].timeout
+    assert timeout is not None and timeout < POLL_LEASE_SECONDS

@@ -7,6 +7,7 @@ Layout (pk / sk), all under the tenant's partition:
     their deletions are checked by the Message-ID of their message)
   TENANT#<id> / OUT#<email_id>               outbound email: intent, SES ids, state
   TENANT#<id> / SUPP#<address>               suppressed recipient, until expires_at
+  TENANT#<id> / LEASE#<name>                 one worker at a time (e.g. poll#<mailbox>), until lease_expires
 The GSI `by_outcome` (gsi1pk = TENANT#<id>#<outcome>, gsi1sk = updated_at) lists by outcome.
 """
 
@@ -464,6 +465,34 @@ class Ledger:
                 Key={"pk": _pk(tenant_id), "sk": {"S": f"SRC#{mailbox_id}#{ref}"}},
                 UpdateExpression="SET ack_pending = :f, acked_at = :ts",
                 ExpressionAttributeValues=_values({":f": False, ":ts": iso()}),
+            )
+
+    # ---- leases ------------------------------------------------------------------------
+    def take_lease(self, tenant_id: str, name: str, owner: str, ttl_seconds: int) -> bool:
+        """Hold the lease `name` for `ttl_seconds`; False while another owner holds it live."""
+        now = epoch()
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"LEASE#{name}"}},
+                UpdateExpression="SET lease_owner = :owner, lease_expires = :exp, expires_at = :exp, tenant_id = :t",
+                ConditionExpression="attribute_not_exists(pk) OR lease_expires < :now OR lease_owner = :owner",
+                ExpressionAttributeValues=_values(
+                    {":owner": owner, ":exp": now + ttl_seconds, ":now": now, ":t": tenant_id}
+                ),
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_lease(self, tenant_id: str, name: str, owner: str) -> None:
+        """Give the lease back, if `owner` still holds it."""
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            self._ddb.delete_item(
+                TableName=self._table,
+                Key={"pk": _pk(tenant_id), "sk": {"S": f"LEASE#{name}"}},
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues=_values({":owner": owner}),
             )
 
     # ---- outbound ----------------------------------------------------------------------

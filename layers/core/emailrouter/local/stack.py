@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from emailrouter import aws
-from emailrouter.local import moto_speed
+from emailrouter.local import moto_atomic, moto_speed
 from emailrouter.local.runner import FunctionBinding, LocalRunner, QueueBinding, ScheduleBinding, rate_seconds
 
 REGION = "eu-west-1"
@@ -94,6 +94,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         moto_speed.apply()
+        moto_atomic.apply()
 
         _quiet_local_servers()
 

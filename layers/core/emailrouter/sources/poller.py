@@ -3,6 +3,11 @@
 Order matters for "nothing lost": messages go to the queue (or S3) first, the cursor moves
 after; a crash in between re-sends a few messages, which the ledger turns into duplicates.
 
+One poll of a mailbox at a time: a poll holds the mailbox's lease in the ledger
+(`poll#<mailbox>`, POLL_LEASE_SECONDS, longer than poll_mailbox may run) while it works, so a
+second job for the mailbox (the next minute's, while a slow poll still runs) skips instead of
+handing the same messages off again. A poll that dies leaves the lease to expire.
+
 A message the server will not hand out holds the mailbox back for at most
 MAX_FETCH_ATTEMPTS polls: then it gets its outcome (quarantined, with the server's reason), stays
 on the server, and the poller moves past it.
@@ -10,6 +15,7 @@ on the server, and the poller moves past it.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
     from emailrouter.tenancy.store import TenantStore
 
 HANDOFF_CHUNK = 10
+# Longer than poll_mailbox may run (its timeout, 120 s in template.yaml; a unit test checks).
+POLL_LEASE_SECONDS = 180
 # Polls in a row that may fail on one message before it is skipped.
 MAX_FETCH_ATTEMPTS = 3
 
@@ -90,12 +98,24 @@ class MailboxPoller:
         if not (tenant.enabled and mailbox.enabled):
             result.state, result.reason = "skipped", "disabled"
             return result
+        lease, owner = f"poll#{mailbox_id}", uuid.uuid4().hex
+        if not self._ledger.take_lease(tenant_id, lease, owner, POLL_LEASE_SECONDS):
+            result.state, result.reason = "skipped", "another poll of this mailbox is running"
+            return result
+        try:
+            self._poll(tenant, mailbox, result)
+        finally:
+            self._ledger.release_lease(tenant_id, lease, owner)
+        self._record_health(tenant, mailbox, result)
+        return result
+
+    def _poll(self, tenant: TenantConfig, mailbox: MailboxConfig, result: PollResult) -> None:
+        tenant_id, mailbox_id = tenant.tenant_id, mailbox.mailbox_id
         try:
             waiting = self._awaiting_approval(tenant, mailbox)
             if waiting is not None:
                 result.state, result.reason = "failing", waiting
-                self._record_health(tenant, mailbox, result)
-                return result
+                return
             source = open_source(tenant, mailbox, self._secrets, allow_private=self._settings.local_mode)
             with source:
                 result.acknowledged = len(acknowledge_pending(source, self._ledger, tenant, mailbox).done)
@@ -117,8 +137,6 @@ class MailboxPoller:
         except Exception as error:  # the queue, the ledger, a bug: still a failed poll, on record
             logger.exception("poll failed", tenant_id=tenant_id, mailbox_id=mailbox_id)
             result.state, result.reason = "failing", f"internal error: {type(error).__name__}: {error}"
-        self._record_health(tenant, mailbox, result)
-        return result
 
     def _awaiting_approval(self, tenant: TenantConfig, mailbox: MailboxConfig) -> str | None:
         if not mailbox.require_approval:
