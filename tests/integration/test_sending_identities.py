@@ -60,7 +60,7 @@ def test_operator_gives_identities_and_the_ses_tenant_through_the_cli(
     assert code == 0 and imported["ses_tenants_created"] == [f"{configuration_set}-northwind"]
 
     code, _, err = _cli(capsys, "tenants", "identities", "add", "northwind", "northwind.example")
-    assert code == 2 and "not an SES identity" in err  # SES must have it first
+    assert code == 1 and "not an SES identity" in err  # SES must have it first
 
     aws.client("sesv2").create_email_identity(EmailIdentity="northwind.example")
     code, shown, _ = _cli(capsys, "tenants", "identities", "add", "northwind", "Northwind.Example")
@@ -70,7 +70,7 @@ def test_operator_gives_identities_and_the_ses_tenant_through_the_cli(
 
     assert _cli(capsys, "tenants", "import", str(_tenant_file(tmp_path, "contoso")))[0] == 0
     code, _, err = _cli(capsys, "tenants", "identities", "add", "contoso", "billing@northwind.example")
-    assert code == 2 and "overlaps northwind.example, a sending identity of tenant northwind" in err
+    assert code == 1 and "overlaps northwind.example, a sending identity of tenant northwind" in err
 
     code, shown, _ = _cli(capsys, "tenants", "identities", "remove", "northwind", "northwind.example")
     assert code == 0 and shown["identities"] == []

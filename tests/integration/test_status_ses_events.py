@@ -27,4 +27,4 @@ def test_status_and_dlq_list_show_the_ses_events_dlq(
 
     assert status["queues"]["ses-events"] == {"depth": 0, "dlq": 1}
     assert status_code == 1  # a DLQ that holds anything is a failure to look at
-    assert {"queue": "ses-events", "dlq_depth": 1} in listed
+    assert {"queue": "ses-events", "dlq_depth": 1, "redrive": True} in listed
