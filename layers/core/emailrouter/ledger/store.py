@@ -253,6 +253,24 @@ class Ledger:
         )
         return [_plain(item) for item in response.get("Items", [])]
 
+    def _items_with_prefix(
+        self, tenant_id: str, prefix: str, *, ack_pending: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of the tenant whose sk starts with `prefix` (all pages); with `ack_pending`,
+        only source records still owed a deletion at the source."""
+        extra: dict[str, Any] = {}
+        values: dict[str, Any] = {":pk": _pk(tenant_id), ":p": {"S": prefix}}
+        if ack_pending:
+            extra["FilterExpression"] = "ack_pending = :t"
+            values[":t"] = {"BOOL": True}
+        for page in self._ddb.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues=values,
+            **extra,
+        ):
+            yield from page.get("Items", [])
+
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Items by (tenant_id, sk), read together (BatchGetItem, 100 keys per call)."""
         wanted = list(dict.fromkeys(keys))
@@ -392,31 +410,17 @@ class Ledger:
 
     def pending_acks(self, tenant_id: str, mailbox_id: str) -> list[str]:
         """Source refs processed to an outcome but not yet deleted at the source."""
-        paginator = self._ddb.get_paginator("query")
-        refs: list[str] = []
         prefix = f"SRC#{mailbox_id}#"
-        for page in paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-            FilterExpression="ack_pending = :t",
-            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}, ":t": {"BOOL": True}},
-        ):
-            refs += [item["sk"]["S"].removeprefix(prefix) for item in page.get("Items", [])]
-        return refs
+        return [
+            item["sk"]["S"].removeprefix(prefix)
+            for item in self._items_with_prefix(tenant_id, prefix, ack_pending=True)
+        ]
 
     def pending_deletions(self, tenant_id: str, mailbox_id: str) -> list[PendingDeletion]:
         """Like `pending_acks`, with what each message looked like when fetched. Items recorded
         before identities were kept fall back to their message's Message-ID."""
-        paginator = self._ddb.get_paginator("query")
         prefix = f"SRC#{mailbox_id}#"
-        items: list[dict[str, Any]] = []
-        for page in paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-            FilterExpression="ack_pending = :t",
-            ExpressionAttributeValues={":pk": _pk(tenant_id), ":p": {"S": prefix}, ":t": {"BOOL": True}},
-        ):
-            items += [_plain(item) for item in page.get("Items", [])]
+        items = [_plain(item) for item in self._items_with_prefix(tenant_id, prefix, ack_pending=True)]
         legacy = [
             (tenant_id, f"MSG#{item['message_key']}") for item in items if "source_identity" not in item
         ]
@@ -506,14 +510,8 @@ class Ledger:
         return self._outbound(item) if item else None
 
     def list_outbound(self, tenant_id: str) -> Iterator[OutboundRecord]:
-        paginator = self._ddb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :out)",
-            ExpressionAttributeValues={":pk": _pk(tenant_id), ":out": {"S": "OUT#"}},
-        ):
-            for item in page.get("Items", []):
-                yield self._outbound(item)
+        for item in self._items_with_prefix(tenant_id, "OUT#"):
+            yield self._outbound(item)
 
     @staticmethod
     def _outbound(item: dict[str, Any]) -> OutboundRecord:
@@ -832,23 +830,17 @@ class Ledger:
 
     def list_suppressions(self, tenant_id: str) -> Iterator[Suppression]:
         """The tenant's suppressed recipients that have not expired, by address."""
-        paginator = self._ddb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :supp)",
-            ExpressionAttributeValues={":pk": _pk(tenant_id), ":supp": {"S": "SUPP#"}},
-        ):
-            for item in page.get("Items", []):
-                if _expired(item):
-                    continue
-                data = _plain(item)
-                yield Suppression(
-                    tenant_id=tenant_id,
-                    address=str(data["sk"]).removeprefix("SUPP#"),
-                    reason=str(data.get("reason", "")),
-                    updated_at=str(data.get("updated_at", "")),
-                    expires_at=int(data["expires_at"]) if "expires_at" in data else None,
-                )
+        for item in self._items_with_prefix(tenant_id, "SUPP#"):
+            if _expired(item):
+                continue
+            data = _plain(item)
+            yield Suppression(
+                tenant_id=tenant_id,
+                address=str(data["sk"]).removeprefix("SUPP#"),
+                reason=str(data.get("reason", "")),
+                updated_at=str(data.get("updated_at", "")),
+                expires_at=int(data["expires_at"]) if "expires_at" in data else None,
+            )
 
     def lift_suppression(self, tenant_id: str, address: str) -> bool:
         """Send to `address` again; False when it was not suppressed (or had expired)."""
